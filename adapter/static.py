@@ -1,0 +1,178 @@
+"""A provider that serves fixed values from a YAML file (local runs, demos and tests).
+
+It stands in for the forecasting pipeline until that exists and stays useful afterwards: to
+try an HPA or KEDA recipe against known numbers, or to pin a value during an incident. The
+file is re-read when its contents change; a file with problems is rejected as a whole, with
+every problem listed, and the values loaded before keep being served.
+
+File format::
+
+    values:
+      - metric: predicted_replicas      # a valid URL path segment
+        namespace: default              # a DNS-1123 label
+        labels: {target: nginx}         # valid Kubernetes label keys and values
+        value: 3                        # a finite number >= 0
+        window: 600                     # optional, seconds (default: none)
+
+This module does blocking file I/O in `load` / `reload_if_changed`; callers on an event loop
+run those in a worker thread. `list_metrics` and `get_values` only read memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapter.api import MetricInfo, MetricValue
+from adapter.errors import InvalidConfiguration
+from adapter.selectors import Selector, validate_label
+from adapter.store import ValueTable
+
+logger = logging.getLogger(__name__)
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_ITEM_KEYS = frozenset({"metric", "namespace", "labels", "value", "window"})
+
+Clock = Callable[[], datetime.datetime]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class StaticProvider:
+    """Serves the values of one YAML file (or nothing, without a file)."""
+
+    def __init__(self, path: Path | None, *, clock: Clock = _utcnow) -> None:
+        self.path = path
+        self._clock = clock
+        self._digest = ""
+        self._table = ValueTable()
+
+    def load(self) -> None:
+        """Read the file now; raises `InvalidConfiguration` and keeps the old values."""
+        if self.path is None:
+            return
+        try:
+            text = self.path.read_bytes()
+        except OSError as exc:
+            raise InvalidConfiguration(str(self.path), [f"cannot read: {exc.strerror}"]) from exc
+        table = parse_values(text, str(self.path), self._clock())
+        self._table, self._digest = table, hashlib.sha256(text).hexdigest()
+        logger.info("loaded %d static values from %s", len(table), self.path)
+
+    def reload_if_changed(self) -> bool:
+        """Load the file again if its contents changed since the last good load."""
+        if self.path is None:
+            return False
+        try:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            digest = ""  # let load() report the problem
+        if digest == self._digest:
+            return False
+        self.load()
+        return True
+
+    def list_metrics(self) -> Sequence[MetricInfo]:
+        return self._table.metrics()
+
+    def get_values(self, namespace: str, metric: str, selector: Selector) -> Sequence[MetricValue]:
+        return self._table.select(namespace, metric, selector)
+
+
+def parse_values(text: bytes, source: str, loaded_at: datetime.datetime) -> ValueTable:
+    """A table from the file's text, or `InvalidConfiguration` naming every problem."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidConfiguration(source, [f"not valid YAML: {exc}"]) from exc
+    if document is None:
+        document = {"values": []}
+    if not isinstance(document, dict):
+        raise InvalidConfiguration(source, ["the file must be a mapping with a 'values' list"])
+    problems = [f"{key}: unknown field" for key in document if key != "values"]
+    items = document.get("values", [])
+    if not isinstance(items, list):
+        raise InvalidConfiguration(source, [*problems, "values: must be a list"])
+    entries: list[tuple[str, str, MetricValue]] = []
+    seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    for index, item in enumerate(items):
+        where = f"values[{index}]"
+        entry = _parse_item(item, where, loaded_at, problems)
+        if entry is None:
+            continue
+        identity = (entry[0], entry[1], tuple(sorted(entry[2].labels.items())))
+        if identity in seen:
+            problems.append(f"{where}: the same metric, namespace and labels appear twice")
+        seen.add(identity)
+        entries.append(entry)
+    if problems:
+        raise InvalidConfiguration(source, problems)
+    return ValueTable(entries)
+
+
+def _parse_item(
+    item: Any, where: str, loaded_at: datetime.datetime, problems: list[str]
+) -> tuple[str, str, MetricValue] | None:
+    if not isinstance(item, dict):
+        problems.append(f"{where}: must be a mapping")
+        return None
+    before = len(problems)
+    problems.extend(f"{where}.{key}: unknown field" for key in item if key not in _ITEM_KEYS)
+    metric = item.get("metric")
+    if not isinstance(metric, str) or not is_metric_name(metric):
+        problems.append(
+            f"{where}.metric: must be a non-empty name without '/', '%' or whitespace, "
+            f"not '.' or '..' (got {metric!r})"
+        )
+    namespace = item.get("namespace")
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        problems.append(f"{where}.namespace: must be a DNS-1123 label (got {namespace!r})")
+    labels = item.get("labels", {})
+    if not isinstance(labels, dict):
+        problems.append(f"{where}.labels: must be a mapping of strings")
+        labels = {}
+    for key, label in labels.items():
+        if not isinstance(key, str) or not isinstance(label, str):
+            problems.append(f"{where}.labels: keys and values must be strings ({key!r})")
+            continue
+        problems.extend(
+            f"{where}.labels.{key}: {problem}" for problem in validate_label(key, label)
+        )
+    value = item.get("value")
+    number: Decimal | None = None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where}.value: must be a number (got {value!r})")
+    elif not math.isfinite(value) or value < 0:
+        problems.append(f"{where}.value: must be finite and >= 0 (got {value!r})")
+    else:
+        number = MetricValue.decimal(value)
+    window = item.get("window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or window < 0
+    ):
+        problems.append(f"{where}.window: must be a whole number of seconds >= 0")
+    if len(problems) > before or number is None:
+        return None
+    assert isinstance(metric, str)
+    assert isinstance(namespace, str)
+    return namespace, metric, MetricValue(dict(labels), number, loaded_at, window)
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether `name` can be a metric name in a URL path, as the HPA's validation requires."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(ch in "/%" or ch.isspace() or not ch.isprintable() for ch in name)
+    )

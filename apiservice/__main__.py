@@ -1,0 +1,157 @@
+"""Command line: ``predictive-metrics-adapter {serve,local,certs}``; the composition root.
+
+This is the only module that exits the process: 0 on a clean stop, 1 when the server cannot
+start (TLS material, Kubernetes API), 2 for invalid settings (every problem listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from apiservice import commands, logs, settings as settings_module
+from apiservice.errors import ConfigError, KubeAPIError, TrustError
+from apiservice.server import Server
+from apiservice.settings import Settings
+from certs import errors as tls_errors
+
+logger = logging.getLogger("apiservice")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    sys.exit(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predictive-metrics-adapter",
+        description="Serve predicted replicas and load as external metrics for the HPA and KEDA.",
+    )
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    serve = sub.add_parser("serve", help="run the aggregated API server")
+    settings_module.add_flags(serve)
+    serve.set_defaults(run=_serve)
+
+    local = sub.add_parser(
+        "local", help="run on this machine with generated certificates and demo values"
+    )
+    local.add_argument("--state-dir", type=Path, default=Path(".local"))
+    local.add_argument("--secure-port", type=int, default=6443)
+    local.add_argument("--values-file", type=Path)
+    local.add_argument("--log-level", default="info", choices=settings_module.LOG_LEVELS)
+    local.set_defaults(run=_local)
+
+    certs = sub.add_parser("certs", help="make TLS material").add_subparsers(
+        required=True, metavar="kind"
+    )
+    serving = certs.add_parser(
+        "serving", help="a CA (reused if present) and a serving certificate for the Service"
+    )
+    serving.add_argument("--out-dir", type=Path, default=Path("."))
+    serving.add_argument("--service", default=commands.DEFAULT_SERVICE)
+    serving.add_argument("--namespace", default=commands.DEFAULT_NAMESPACE)
+    serving.add_argument("--san", action="append", default=[], help="extra DNS name or IP")
+    serving.add_argument("--days", type=int, default=365)
+    serving.add_argument("--ca-days", type=int, default=3650)
+    serving.add_argument("--port", type=int, default=443, help="Service port, for the manifest")
+    serving.add_argument(
+        "--print", choices=("ca-bundle", "apiservice", "none"), default="ca-bundle"
+    )
+    serving.set_defaults(run=_guarded(commands.run_certs_serving))
+
+    client = certs.add_parser("client", help="a client certificate (and kubeconfig) from a CA")
+    client.add_argument("--ca-dir", type=Path, default=Path("."))
+    client.add_argument("--user", required=True)
+    client.add_argument("--group", action="append", default=[])
+    client.add_argument("--out-dir", type=Path)
+    client.add_argument("--days", type=int, default=365)
+    client.add_argument("--kubeconfig", type=Path, help="also write a kubeconfig here")
+    client.add_argument("--server", default="https://127.0.0.1:6443")
+    client.add_argument("--server-ca", type=Path, help="CA of the server (default: the CA)")
+    client.add_argument("--tls-server-name")
+    client.set_defaults(run=_guarded(commands.run_certs_client))
+    return parser
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except tls_errors.TLSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_module.from_args(args)
+    logs.configure(settings.logs.level, settings.logs.format)
+    return _run(settings)
+
+
+def _local(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level, "plain")
+    try:
+        setup = commands.prepare_local(args.state_dir, args.secure_port, args.values_file)
+    except tls_errors.TLSError as exc:
+        logger.error("cannot prepare local certificates: %s", exc)
+        return 1
+    lines = "\n".join(f"  {command}" for command in commands.local_commands(setup))
+
+    def announce() -> None:
+        print(f"\nThe adapter is serving. Try:\n{lines}\nStop it with Ctrl-C.\n", flush=True)
+
+    return _run(setup.settings, on_started=announce)
+
+
+def _run(settings: Settings, on_started: Callable[[], None] = lambda: None) -> int:
+    try:
+        settings.validate()
+        server = Server(settings)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    except (tls_errors.TLSError, KubeAPIError) as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+    try:
+        asyncio.run(_serve_until_signalled(server, on_started))
+    except (KubeAPIError, TrustError) as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+    except OSError as exc:
+        logger.error(
+            "cannot listen on %s:%d: %s",
+            settings.serving.bind_address,
+            settings.serving.secure_port,
+            exc.strerror,
+        )
+        return 1
+    return 0
+
+
+async def _serve_until_signalled(server: Server, on_started: Callable[[], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        on_started()
+        await stop.wait()
+        logger.info("stopping")
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Compose and run the server: settings in, a listening HTTPS server out.
+
+`Server` wires the parts (Kubernetes client, trust, TLS, provider, authentication,
+authorization, app) and owns their lifecycle: `start` binds the listener and starts the
+periodic background work (certificate reload, trust refresh, values reload); `stop` ends it.
+`__main__` drives it for the command line; tests drive it in-process, on port 0.
+
+Background work runs as guarded periodic tasks: a failing iteration is logged and retried on
+the next tick with the previous material still in use; a task that dies makes /livez fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+import adapter
+from apiservice import app as application, handlers, trust as trusting
+from apiservice.authn import Authenticator
+from apiservice.authz import Authorizer
+from apiservice.errors import ConfigError, KubeAPIError, TrustError
+from apiservice.instrumentation import Instrumentation
+from apiservice.kube import KubeAPI
+from apiservice.settings import Settings
+from certs import errors as tls_errors, serving
+
+logger = logging.getLogger(__name__)
+
+STARTUP_ATTEMPTS = 5
+"""Tries to read the authentication ConfigMap at start-up before giving up (1 s, 2 s, ...)."""
+
+
+class Server:
+    """One adapter server process's worth of parts.
+
+    Construct it outside the event loop (or in a worker thread): it reads the kubeconfig and
+    the certificate files.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        provider: adapter.ExternalMetricsProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.instrumentation = Instrumentation()
+        self.kube = KubeAPI.connect(
+            settings.kubernetes.kubeconfig, timeout=settings.kubernetes.request_timeout
+        )
+        self._static: adapter.StaticProvider | None = None
+        if provider is None:
+            self._static = adapter.StaticProvider(settings.provider.values_file)
+            provider = self._static
+        self.provider = provider
+        cert_file, key_file = settings.serving.tls_cert_file, settings.serving.tls_private_key_file
+        if cert_file is None or key_file is None:
+            raise ConfigError(["a serving certificate and key are required"])
+        self.tls = serving.ServingContext(cert_file, key_file)
+        self.trust = trusting.TrustSource(
+            settings.authentication,
+            self.kube,
+            on_change=lambda trust: self.tls.set_client_cas(trust.ca_bundle()),
+        )
+        self.health = handlers.Health()
+        self.app = application.build_app(
+            provider=provider,
+            authenticator=Authenticator(
+                self.trust,
+                self.kube,
+                token_ttl=settings.authentication.token_cache_ttl,
+                instrumentation=self.instrumentation,
+            ),
+            authorizer=Authorizer(
+                self.kube, settings.authorization, instrumentation=self.instrumentation
+            ),
+            instrumentation=self.instrumentation,
+            health=self.health,
+        )
+        self._runner: web.AppRunner | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def port(self) -> int:
+        assert self._runner is not None
+        address = self._runner.addresses[0]
+        return int(address[1])
+
+    async def start(self) -> None:
+        """Load trust and values, bind the listener, start background work."""
+        await self._load_trust()
+        if self._static is not None:
+            await asyncio.to_thread(self._static.load)
+        self.instrumentation.serving_cert_expiry.set(self.tls.material.not_after.timestamp())
+        if not self.trust.current.client_cas and self.trust.current.requestheader is None:
+            logger.warning(
+                "no client CA is trusted: only bearer tokens can authenticate%s",
+                "" if self.kube else ", and there is no Kubernetes API to review them",
+            )
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log_class=application.AccessLogger,
+            access_log=logging.getLogger("apiservice.access"),
+            shutdown_timeout=self.settings.serving.shutdown_timeout,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.settings.serving.bind_address,
+            self.settings.serving.secure_port,
+            ssl_context=self.tls.listener,
+            backlog=1024,
+            reuse_address=True,
+        )
+        await site.start()
+        self._periodic("tls-reload", self.settings.serving.tls_reload_interval, self._reload_tls)
+        self._periodic(
+            "trust-refresh", self.settings.authentication.refresh_interval, self._refresh_trust
+        )
+        if self._static is not None:
+            self._periodic(
+                "values-reload", self.settings.provider.reload_interval, self._reload_values
+            )
+        self.health.checks["background-tasks"] = self._dead_tasks
+        logger.info(
+            "serving external.metrics.k8s.io/v1beta1 on https://%s:%d (Kubernetes API: %s)",
+            self.settings.serving.bind_address,
+            self.port,
+            self.kube.description if self.kube else "none",
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.kube is not None:
+            self.kube.close()
+
+    async def _load_trust(self) -> None:
+        delay = 1.0
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            try:
+                await self.trust.refresh()
+                return
+            except (KubeAPIError, TrustError) as exc:
+                if attempt == STARTUP_ATTEMPTS:
+                    raise
+                logger.warning("cannot load authentication trust yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def _reload_tls(self) -> None:
+        try:
+            changed = await asyncio.to_thread(self.tls.reload_if_changed)
+        except tls_errors.TLSError as exc:
+            self.instrumentation.reload_failures.labels("serving-certificate").inc()
+            logger.error("keeping the current serving certificate: %s", exc)
+            return
+        if changed:
+            material = self.tls.material
+            self.instrumentation.serving_cert_expiry.set(material.not_after.timestamp())
+            logger.info(
+                "serving a new certificate from %s (valid until %s)",
+                material.cert_file,
+                material.not_after.isoformat(),
+            )
+
+    async def _refresh_trust(self) -> None:
+        try:
+            await self.trust.refresh()
+        except trusting.REFRESH_ERRORS as exc:
+            self.instrumentation.reload_failures.labels("authentication-trust").inc()
+            logger.error("keeping the current authentication trust: %s", exc)
+
+    async def _reload_values(self) -> None:
+        assert self._static is not None
+        try:
+            await asyncio.to_thread(self._static.reload_if_changed)
+        except adapter.InvalidConfiguration as exc:
+            self.instrumentation.reload_failures.labels("values-file").inc()
+            logger.error("keeping the current values: %s", exc)
+
+    def _periodic(self, name: str, interval: float, tick: Callable[[], Awaitable[None]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await tick()
+                except Exception:
+                    logger.exception("background task %s failed; retrying in %.0fs", name, interval)
+
+        self._tasks[name] = asyncio.create_task(loop(), name=name)
+
+    def _dead_tasks(self) -> str:
+        dead = [name for name, task in self._tasks.items() if task.done()]
+        return f"stopped: {', '.join(dead)}" if dead else ""

@@ -1,0 +1,339 @@
+"""The one settings object of the server, its command-line flags, and their validation.
+
+Flags carry the names kube-apiserver gives the same options (``--secure-port``,
+``--tls-cert-file``, ``--requestheader-client-ca-file``, ...), so that anyone who has
+configured an aggregated API server, or copies flags from prometheus-adapter or
+metrics-server, finds them where they expect. Durations are Go-style (``500ms``, ``10s``,
+``1m30s``) and become float seconds here, at the edge.
+
+`Settings.validate()` reports every problem at once. Nothing else in the server reads flags
+or the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from apiservice.errors import ConfigError
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "json")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration string such as ``1m30s`` or ``250ms``."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    if text == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 500ms, 10s, 1m30s)")
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    """Where and how the HTTPS listener serves."""
+
+    bind_address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
+    """Address to listen on; the aggregator dials the pod IP (or the Service's)."""
+
+    secure_port: int = 6443
+    """HTTPS port. The Service maps 443 to it; 443 itself helps on GKE private clusters."""
+
+    tls_cert_file: Path | None = None
+    """Serving certificate (PEM). Must carry the DNS SAN ``<service>.<namespace>.svc``."""
+
+    tls_private_key_file: Path | None = None
+    """Key of the serving certificate (PEM)."""
+
+    tls_reload_interval: float = 10.0
+    """Seconds between checks of the certificate files for rotation (Secret volumes give no
+    file events, so the contents are compared). Default 10 s: a rotated certificate is
+    served well within cert-manager's renewal margin, at the cost of two small reads."""
+
+    shutdown_timeout: float = 10.0
+    """Seconds to let in-flight requests finish on SIGTERM."""
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 0 <= self.secure_port <= 65535:
+            found.append(f"--secure-port: {self.secure_port} is not a port number")
+        if self.tls_cert_file is None or self.tls_private_key_file is None:
+            found.append(
+                "--tls-cert-file and --tls-private-key-file are required (TLS is always on; "
+                "`predictive-metrics-adapter certs serving` makes a pair)"
+            )
+        found += _file_problems("--tls-cert-file", self.tls_cert_file)
+        found += _file_problems("--tls-private-key-file", self.tls_private_key_file)
+        if self.tls_reload_interval <= 0:
+            found.append("--tls-reload-interval: must be positive")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthenticationSettings:
+    """Who may be believed: front proxy, client certificates, bearer tokens."""
+
+    client_ca_file: Path | None = None
+    """CA bundle for users who present their own client certificate (CN = user, O = groups).
+    Default: the ``client-ca-file`` of ConfigMap kube-system/extension-apiserver-authentication."""
+
+    requestheader_client_ca_file: Path | None = None
+    """CA bundle that signs the front proxy's (kube-apiserver's) client certificate. Only a
+    certificate from it, with an allowed CN, makes the X-Remote-* headers trusted. Default:
+    from the ConfigMap above, together with the names and headers below."""
+
+    requestheader_allowed_names: tuple[str, ...] = ()
+    """Common names the front-proxy certificate may have; empty allows any from that CA."""
+
+    requestheader_username_headers: tuple[str, ...] = ("X-Remote-User",)
+    requestheader_group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
+    requestheader_uid_headers: tuple[str, ...] = ()
+
+    skip_lookup: bool = False
+    """Do not read the ConfigMap; use only the files given by flags."""
+
+    refresh_interval: float = 30.0
+    """Seconds between re-reads of the CA files and the ConfigMap, so that a rotated
+    front-proxy CA is trusted without a restart. kube-apiserver rewrites the ConfigMap when its
+    flags change; 30 s bounds how long a rotation can fail requests."""
+
+    token_cache_ttl: float = 10.0
+    """Seconds a TokenReview answer is reused (kube-apiserver's default for webhooks)."""
+
+    def problems(self) -> list[str]:
+        found = _file_problems("--client-ca-file", self.client_ca_file)
+        found += _file_problems("--requestheader-client-ca-file", self.requestheader_client_ca_file)
+        if not self.requestheader_username_headers:
+            found.append("--requestheader-username-headers: at least one header is needed")
+        if self.refresh_interval <= 0:
+            found.append("--authentication-refresh-interval: must be positive")
+        if self.token_cache_ttl < 0:
+            found.append("--authentication-token-webhook-cache-ttl: must not be negative")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthorizationSettings:
+    """What an authenticated user may do: SubjectAccessReview, cached."""
+
+    always_allow_paths: tuple[str, ...] = ("/healthz", "/readyz", "/livez")
+    """Paths served without authentication or authorization (kubelet probes). A trailing
+    ``*`` matches a prefix."""
+
+    always_allow_groups: tuple[str, ...] = ("system:masters",)
+    """Groups allowed everything without a SubjectAccessReview (the aggregator's own checks
+    run as system:masters)."""
+
+    authorized_ttl: float = 10.0
+    """Seconds an "allowed" decision is reused."""
+
+    unauthorized_ttl: float = 10.0
+    """Seconds a "denied" decision is reused."""
+
+    def problems(self) -> list[str]:
+        found = [
+            f"--authorization-always-allow-paths: {path!r} must start with '/'"
+            for path in self.always_allow_paths
+            if not path.startswith("/")
+        ]
+        if self.authorized_ttl < 0 or self.unauthorized_ttl < 0:
+            found.append("authorization cache TTLs must not be negative")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class KubernetesSettings:
+    """How to reach the Kubernetes API (for reviews and the authentication ConfigMap)."""
+
+    kubeconfig: Path | None = None
+    """Kubeconfig file. Default: the in-cluster service account, if running in a pod; else
+    none, and then only system:masters client certificates are authorized."""
+
+    request_timeout: float = 10.0
+    """Seconds before a TokenReview, SubjectAccessReview or ConfigMap read gives up."""
+
+    def problems(self) -> list[str]:
+        found = _file_problems("--kubeconfig", self.kubeconfig)
+        if self.request_timeout <= 0:
+            found.append("--kubernetes-request-timeout: must be positive")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSettings:
+    """Where served values come from."""
+
+    values_file: Path | None = None
+    """YAML file of fixed values (see `adapter.static`); re-read when it changes."""
+
+    reload_interval: float = 5.0
+    """Seconds between checks of the values file."""
+
+    def problems(self) -> list[str]:
+        found = _file_problems("--values-file", self.values_file)
+        if self.reload_interval <= 0:
+            found.append("--values-reload-interval: must be positive")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    """debug logs every request (the access log); info logs start-up, reloads and errors."""
+
+    format: str = "plain"
+    """plain for people, json for log pipelines."""
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.level not in LOG_LEVELS:
+            found.append(f"--log-level: {self.level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.format not in LOG_FORMATS:
+            found.append(f"--log-format: {self.format!r} is not one of {', '.join(LOG_FORMATS)}")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the server is told, grouped by concern."""
+
+    serving: ServingSettings = ServingSettings()
+    authentication: AuthenticationSettings = AuthenticationSettings()
+    authorization: AuthorizationSettings = AuthorizationSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    provider: ProviderSettings = ProviderSettings()
+    logs: LogSettings = LogSettings()
+
+    def validate(self) -> Settings:
+        problems = (
+            self.serving.problems()
+            + self.authentication.problems()
+            + self.authorization.problems()
+            + self.kubernetes.problems()
+            + self.provider.problems()
+            + self.logs.problems()
+        )
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The `serve` flags, named as kube-apiserver names them where it has the option."""
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--bind-address", default=ServingSettings.bind_address)
+    serving.add_argument("--secure-port", type=int, default=ServingSettings.secure_port)
+    serving.add_argument("--tls-cert-file", type=Path)
+    serving.add_argument("--tls-private-key-file", type=Path)
+    serving.add_argument("--tls-reload-interval", type=_duration, default="10s")
+    serving.add_argument("--shutdown-timeout", type=_duration, default="10s")
+
+    authn = parser.add_argument_group("authentication")
+    authn.add_argument("--client-ca-file", type=Path)
+    authn.add_argument("--requestheader-client-ca-file", type=Path)
+    authn.add_argument("--requestheader-allowed-names", type=_list, default=[])
+    authn.add_argument("--requestheader-username-headers", type=_list, default=["X-Remote-User"])
+    authn.add_argument("--requestheader-group-headers", type=_list, default=["X-Remote-Group"])
+    authn.add_argument(
+        "--requestheader-extra-headers-prefix", type=_list, default=["X-Remote-Extra-"]
+    )
+    authn.add_argument("--requestheader-uid-headers", type=_list, default=[])
+    authn.add_argument("--authentication-skip-lookup", action="store_true")
+    authn.add_argument("--authentication-refresh-interval", type=_duration, default="30s")
+    authn.add_argument("--authentication-token-webhook-cache-ttl", type=_duration, default="10s")
+
+    authz = parser.add_argument_group("authorization")
+    authz.add_argument(
+        "--authorization-always-allow-paths", type=_list, default=["/healthz", "/readyz", "/livez"]
+    )
+    authz.add_argument(
+        "--authorization-webhook-cache-authorized-ttl", type=_duration, default="10s"
+    )
+    authz.add_argument(
+        "--authorization-webhook-cache-unauthorized-ttl", type=_duration, default="10s"
+    )
+
+    kube = parser.add_argument_group("kubernetes")
+    kube.add_argument("--kubeconfig", type=Path)
+    kube.add_argument("--kubernetes-request-timeout", type=_duration, default="10s")
+
+    provider = parser.add_argument_group("values")
+    provider.add_argument("--values-file", type=Path)
+    provider.add_argument("--values-reload-interval", type=_duration, default="5s")
+
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    logs.add_argument("--log-format", default="plain", choices=LOG_FORMATS)
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        serving=ServingSettings(
+            bind_address=args.bind_address,
+            secure_port=args.secure_port,
+            tls_cert_file=args.tls_cert_file,
+            tls_private_key_file=args.tls_private_key_file,
+            tls_reload_interval=args.tls_reload_interval,
+            shutdown_timeout=args.shutdown_timeout,
+        ),
+        authentication=AuthenticationSettings(
+            client_ca_file=args.client_ca_file,
+            requestheader_client_ca_file=args.requestheader_client_ca_file,
+            requestheader_allowed_names=tuple(args.requestheader_allowed_names),
+            requestheader_username_headers=tuple(args.requestheader_username_headers),
+            requestheader_group_headers=tuple(args.requestheader_group_headers),
+            requestheader_extra_headers_prefix=tuple(args.requestheader_extra_headers_prefix),
+            requestheader_uid_headers=tuple(args.requestheader_uid_headers),
+            skip_lookup=args.authentication_skip_lookup,
+            refresh_interval=args.authentication_refresh_interval,
+            token_cache_ttl=args.authentication_token_webhook_cache_ttl,
+        ),
+        authorization=AuthorizationSettings(
+            always_allow_paths=tuple(args.authorization_always_allow_paths),
+            authorized_ttl=args.authorization_webhook_cache_authorized_ttl,
+            unauthorized_ttl=args.authorization_webhook_cache_unauthorized_ttl,
+        ),
+        kubernetes=KubernetesSettings(
+            kubeconfig=args.kubeconfig, request_timeout=args.kubernetes_request_timeout
+        ),
+        provider=ProviderSettings(
+            values_file=args.values_file, reload_interval=args.values_reload_interval
+        ),
+        logs=LogSettings(level=args.log_level, format=args.log_format),
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _file_problems(flag: str, path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    if not path.is_file():
+        return [f"{flag}: {path} does not exist or is not a file"]
+    if not os.access(path, os.R_OK):
+        return [f"{flag}: {path} is not readable"]
+    return []
