@@ -58,6 +58,7 @@ def build_app(
             get("/apis/external.metrics.k8s.io/v1beta1", handlers.resource_list),
             get("/apis/external.metrics.k8s.io", handlers.group),
             get("/apis", handlers.apis),
+            get("/apis/", handlers.apis),
             get("/version", handlers.version),
             get("/healthz", handlers.ok),
             get("/readyz", handlers.ok),

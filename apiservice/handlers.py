@@ -102,7 +102,7 @@ async def apis(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     discovery.require_json(request)
-    return json_response(version_info())
+    return json_response(VERSION_INFO)
 
 
 async def ok(request: web.Request) -> web.Response:
@@ -159,3 +159,7 @@ def version_info() -> dict[str, str]:
         "compiler": "cpython",
         "platform": f"{platform.system().lower()}/{machine}",
     }
+
+
+VERSION_INFO = version_info()
+"""Computed once at import: reading package metadata touches the file system."""

@@ -1,0 +1,95 @@
+"""A fake Kubernetes API for fast tests: TokenReview, SubjectAccessReview and the
+authentication ConfigMap, served over TLS on loopback so that the official client talks to it
+exactly as it talks to a real API server.
+
+Data-driven: tests put tokens, allowed (subject, verb, target) triples and ConfigMap data in,
+and read back the reviews the adapter asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+CONFIGMAP_PATH = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+
+
+@dataclasses.dataclass
+class FakeKube:
+    tokens: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Bearer token -> TokenReview status.user."""
+
+    allow: set[tuple[str, str, str]] = dataclasses.field(default_factory=set)
+    """(subject, verb, resource or path) triples; subject is a user or ``group:<name>``."""
+
+    configmap: dict[str, str] | None = None
+    access_reviews: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    token_reviews: int = 0
+    configmap_reads: int = 0
+    down: bool = False
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.allow.clear()
+        self.configmap = None
+        self.access_reviews.clear()
+        self.token_reviews = 0
+        self.configmap_reads = 0
+        self.down = False
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
+        app.router.add_post(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review
+        )
+        app.router.add_get(CONFIGMAP_PATH, self._configmap)
+        return app
+
+    def _unavailable(self) -> web.Response:
+        return web.json_response(
+            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503}, status=503
+        )
+
+    async def _token_review(self, request: web.Request) -> web.Response:
+        if self.down:
+            return self._unavailable()
+        self.token_reviews += 1
+        review = await request.json()
+        user = self.tokens.get(review["spec"]["token"])
+        review["status"] = {"authenticated": True, "user": user} if user else {"authenticated": False, "error": "invalid token"}
+        return web.json_response(review, status=201)
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        if self.down:
+            return self._unavailable()
+        review = await request.json()
+        spec = review["spec"]
+        self.access_reviews.append(spec)
+        if "resourceAttributes" in spec:
+            attributes = spec["resourceAttributes"]
+            target = attributes["resource"]
+        else:
+            attributes = spec["nonResourceAttributes"]
+            target = attributes["path"]
+        subjects = [spec.get("user", "")] + [f"group:{g}" for g in spec.get("groups") or []]
+        allowed = any((subject, attributes["verb"], target) in self.allow for subject in subjects)
+        review["status"] = {"allowed": allowed} if allowed else {"allowed": False, "reason": "no RBAC rule allows it"}
+        return web.json_response(review, status=201)
+
+    async def _configmap(self, request: web.Request) -> web.Response:
+        if self.down:
+            return self._unavailable()
+        self.configmap_reads += 1
+        if self.configmap is None:
+            return web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+        return web.json_response(
+            {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+                "data": self.configmap,
+            }
+        )
