@@ -9,8 +9,9 @@ one and swaps the reference, so trust anchors can be removed as well as added, a
 
 Client certificates are optional at the TLS layer (kubelet probes and bearer-token clients
 present none), but a certificate that is presented must chain to one of the trusted client
-CAs, or OpenSSL ends the handshake (with no trusted CA, every presented certificate fails). Which CA vouched for it, and what that means, is the
-authenticator's business, not this module's.
+CAs, or OpenSSL ends the handshake (with no trusted CA, every presented certificate fails).
+Which CA vouched for it, and what that means, is the authenticator's business, not this
+module's.
 """
 
 from __future__ import annotations

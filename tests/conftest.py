@@ -6,8 +6,8 @@ call made on a running event loop, which is how the server's loop thread is kept
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,9 @@ def _no_blocking_on_event_loops() -> Iterator[None]:
         # Module imports read files; they happen once, at first use, wherever that is.
         for name in ("io.BufferedReader.read", "os.stat", "os.listdir", "io.FileIO.read"):
             if name in blockbuster.functions:
-                blockbuster.functions[name].can_block_in("importlib/_bootstrap_external.py", "get_data")
+                blockbuster.functions[name].can_block_in(
+                    "importlib/_bootstrap_external.py", "get_data"
+                )
         yield
 
 
@@ -61,7 +63,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 @pytest.fixture(scope="session")
-def _fake_kube_server(loop_thread: LoopThread, pki: PKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeKube, Path]]:
+def _fake_kube_server(
+    loop_thread: LoopThread, pki: PKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[FakeKube, Path]]:
     fake = FakeKube()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.serving.cert, pki.serving.key)
@@ -111,6 +115,12 @@ def make_server(loop_thread: LoopThread) -> Iterator[Callable[..., Server]]:
 
 
 @pytest.fixture
-def server(make_server: Callable[..., Server], pki: PKI, kubeconfig: Path, values_file: Path, fake_kube: FakeKube) -> Server:
+def server(
+    make_server: Callable[..., Server],
+    pki: PKI,
+    kubeconfig: Path,
+    values_file: Path,
+    fake_kube: FakeKube,
+) -> Server:
     """A server as deployed: front proxy and client CAs from flags, reviews by the fake API."""
     return make_server(settings_for(pki, kubeconfig, values_file))

@@ -59,7 +59,11 @@ class FakeKube:
         self.token_reviews += 1
         review = await request.json()
         user = self.tokens.get(review["spec"]["token"])
-        review["status"] = {"authenticated": True, "user": user} if user else {"authenticated": False, "error": "invalid token"}
+        review["status"] = (
+            {"authenticated": True, "user": user}
+            if user
+            else {"authenticated": False, "error": "invalid token"}
+        )
         return web.json_response(review, status=201)
 
     async def _access_review(self, request: web.Request) -> web.Response:
@@ -76,7 +80,11 @@ class FakeKube:
             target = attributes["path"]
         subjects = [spec.get("user", "")] + [f"group:{g}" for g in spec.get("groups") or []]
         allowed = any((subject, attributes["verb"], target) in self.allow for subject in subjects)
-        review["status"] = {"allowed": allowed} if allowed else {"allowed": False, "reason": "no RBAC rule allows it"}
+        review["status"] = (
+            {"allowed": allowed}
+            if allowed
+            else {"allowed": False, "reason": "no RBAC rule allows it"}
+        )
         return web.json_response(review, status=201)
 
     async def _configmap(self, request: web.Request) -> web.Response:
@@ -84,12 +92,17 @@ class FakeKube:
             return self._unavailable()
         self.configmap_reads += 1
         if self.configmap is None:
-            return web.json_response({"kind": "Status", "code": 404, "reason": "NotFound"}, status=404)
+            return web.json_response(
+                {"kind": "Status", "code": 404, "reason": "NotFound"}, status=404
+            )
         return web.json_response(
             {
                 "kind": "ConfigMap",
                 "apiVersion": "v1",
-                "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+                "metadata": {
+                    "name": "extension-apiserver-authentication",
+                    "namespace": "kube-system",
+                },
                 "data": self.configmap,
             }
         )

@@ -37,7 +37,9 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="server-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="server-loop", daemon=True
+        )
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
@@ -71,8 +73,18 @@ def kubeconfig_for(path: Path, server: str, ca: Path, client: Pair) -> Path:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-                "users": [{"name": "u", "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
+                "clusters": [
+                    {"name": "c", "cluster": {"server": server, "certificate-authority": str(ca)}}
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "client-certificate": str(client.cert),
+                            "client-key": str(client.key),
+                        },
+                    }
+                ],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
             }
@@ -94,7 +106,9 @@ class Answer:
 class Client:
     """An HTTPS client with an optional client certificate, keeping its connection alive."""
 
-    def __init__(self, port: int, ca: Path, identity: Pair | None = None, server_name: str = "localhost") -> None:
+    def __init__(
+        self, port: int, ca: Path, identity: Pair | None = None, server_name: str = "localhost"
+    ) -> None:
         self.context = ssl.create_default_context(cafile=str(ca))
         if identity is not None:
             self.context.load_cert_chain(identity.cert, identity.key)
@@ -102,7 +116,9 @@ class Client:
         self.server_name = server_name
         self._connection: http.client.HTTPSConnection | None = None
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET") -> Answer:
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, method: str = "GET"
+    ) -> Answer:
         if self._connection is None:
             self._connection = http.client.HTTPSConnection(
                 self.server_name, self.port, context=self.context, timeout=10
@@ -120,11 +136,17 @@ class Client:
 
     def raw_connection(self) -> http.client.HTTPSConnection:
         """A new connection, for requests that need repeated headers."""
-        return http.client.HTTPSConnection(self.server_name, self.port, context=self.context, timeout=10)
+        return http.client.HTTPSConnection(
+            self.server_name, self.port, context=self.context, timeout=10
+        )
 
     def peer_certificate(self) -> dict[str, Any]:
-        assert self._connection is not None and self._connection.sock is not None
-        return self._connection.sock.getpeercert()  # type: ignore[union-attr, return-value]
+        assert self._connection is not None
+        sock = self._connection.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        certificate = sock.getpeercert()
+        assert certificate is not None
+        return dict(certificate)
 
     def __enter__(self) -> Client:
         return self
@@ -145,7 +167,9 @@ def start_server(loop: LoopThread, settings: Settings, **kwargs: Any) -> Server:
     return server
 
 
-def settings_for(pki: PKI, kubeconfig: Path | None, values_file: Path, **authentication: Any) -> Settings:
+def settings_for(
+    pki: PKI, kubeconfig: Path | None, values_file: Path, **authentication: Any
+) -> Settings:
     """Settings as a cluster would give them, with every CA from flags (no lookup)."""
     defaults: dict[str, Any] = {
         "client_ca_file": pki.path("client-ca"),

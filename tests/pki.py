@@ -33,22 +33,30 @@ class PKI:
         self.front_proxy_ca = self._ca("front-proxy-ca")
         self.unknown_ca = self._ca("unknown-ca")
         names = ["localhost", "127.0.0.1", *issuing.service_dns_names(SERVICE, NAMESPACE)]
-        self.serving = self.write("serving", issuing.issue_serving(self.serving_ca, names, valid_for=DAY))
+        self.serving = self.write(
+            "serving", issuing.issue_serving(self.serving_ca, names, valid_for=DAY)
+        )
         self.admin = self.client("admin", ["system:masters"])
         self.alice = self.client("alice", ["developers"])
         self.front_proxy = self.client(FRONT_PROXY_NAME, [], ca=self.front_proxy_ca)
         self.rogue_proxy = self.client("not-the-proxy", [], ca=self.front_proxy_ca)
-        self.stranger = self.client("admin", ["system:masters"], ca=self.unknown_ca, stem="stranger")
+        self.stranger = self.client(
+            "admin", ["system:masters"], ca=self.unknown_ca, stem="stranger"
+        )
         past = datetime.datetime.now(datetime.UTC) - 10 * DAY
         self.expired = self.write(
             "expired",
-            issuing.issue_client(self.client_ca, "admin", ["system:masters"], valid_for=DAY, now=past),
+            issuing.issue_client(
+                self.client_ca, "admin", ["system:masters"], valid_for=DAY, now=past
+            ),
         )
 
     def path(self, stem: str) -> Path:
         return self.dir / f"{stem}.crt"
 
-    def client(self, user: str, groups: list[str], *, ca: issuing.Issued | None = None, stem: str = "") -> Pair:
+    def client(
+        self, user: str, groups: list[str], *, ca: issuing.Issued | None = None, stem: str = ""
+    ) -> Pair:
         issued = issuing.issue_client(ca or self.client_ca, user, groups, valid_for=DAY)
         return self.write(stem or user, issued)
 

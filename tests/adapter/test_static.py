@@ -36,9 +36,15 @@ def test_serves_matching_series_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("namespace", "metric", "selector"),
-    [("shop", "predicted_replicas", "target=none"), ("other", "predicted_replicas", ""), ("shop", "nope", "")],
+    [
+        ("shop", "predicted_replicas", "target=none"),
+        ("other", "predicted_replicas", ""),
+        ("shop", "nope", ""),
+    ],
 )
-def test_nothing_matching_is_not_found_never_empty(tmp_path: Path, namespace: str, metric: str, selector: str) -> None:
+def test_nothing_matching_is_not_found_never_empty(
+    tmp_path: Path, namespace: str, metric: str, selector: str
+) -> None:
     with pytest.raises(MetricNotFound):
         provider(tmp_path, GOOD).get_values(namespace, metric, parse_selector(selector))
 

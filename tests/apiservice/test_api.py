@@ -36,13 +36,21 @@ ROUTES = [
     # (path, status, number of items or a key the body must have)
     (f"{BASE}/namespaces/shop/predicted_replicas", 200, 2),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb", 200, 1),
-    (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target+in+%28web%2Cworker%29", 200, 2),
+    (
+        f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target+in+%28web%2Cworker%29",
+        200,
+        2,
+    ),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%21%3Dweb", 200, 1),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=tier", 200, 1),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=%21tier", 200, 1),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target+notin+%28web%29", 200, 1),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=", 200, 2),
-    (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb&limit=5&pretty=true", 200, 1),
+    (
+        f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb&limit=5&pretty=true",
+        200,
+        1,
+    ),
     (f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dnone", 404, "NotFound"),
     (f"{BASE}/namespaces/other/predicted_replicas", 404, "NotFound"),
     (f"{BASE}/namespaces/shop/unknown_metric", 404, "NotFound"),
@@ -59,7 +67,9 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "status", "expect"), ROUTES, ids=[r[0].removeprefix(BASE) or "/" for r in ROUTES])
+@pytest.mark.parametrize(
+    ("path", "status", "expect"), ROUTES, ids=[r[0].removeprefix(BASE) or "/" for r in ROUTES]
+)
 def test_route_table(aggregator: Client, path: str, status: int, expect: int | str) -> None:
     code, body = get(aggregator, path)
     assert code == status, body
@@ -75,7 +85,9 @@ def test_route_table(aggregator: Client, path: str, status: int, expect: int | s
 
 
 def test_metric_list_is_what_the_hpa_decodes(aggregator: Client) -> None:
-    code, body = get(aggregator, f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb")
+    code, body = get(
+        aggregator, f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb"
+    )
     assert code == 200
     assert body["apiVersion"] == "external.metrics.k8s.io/v1beta1"
     assert body["metadata"] == {}
@@ -89,7 +101,9 @@ def test_metric_list_is_what_the_hpa_decodes(aggregator: Client) -> None:
 
 
 def test_quantities_are_canonical_and_items_without_window_omit_it(aggregator: Client) -> None:
-    _, body = get(aggregator, f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dworker")
+    _, body = get(
+        aggregator, f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dworker"
+    )
     assert body["items"][0]["value"] == "2500m"
     assert "window" not in body["items"][0]
     _, body = get(aggregator, f"{BASE}/namespaces/shop/predicted_requests_rate")
@@ -98,7 +112,10 @@ def test_quantities_are_canonical_and_items_without_window_omit_it(aggregator: C
 
 def test_bad_selector_message_says_what_is_wrong(aggregator: Client) -> None:
     _, body = get(aggregator, f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=a+in+b")
-    assert body["message"] == "invalid labelSelector: unable to parse requirement: found 'b' expected: '('"
+    assert (
+        body["message"]
+        == "invalid labelSelector: unable to parse requirement: found 'b' expected: '('"
+    )
 
 
 def test_resource_list_advertises_metrics_for_get_only(aggregator: Client) -> None:
@@ -106,7 +123,10 @@ def test_resource_list_advertises_metrics_for_get_only(aggregator: Client) -> No
     assert code == 200
     assert body["kind"] == "APIResourceList"
     assert body["groupVersion"] == "external.metrics.k8s.io/v1beta1"
-    assert [r["name"] for r in body["resources"]] == ["predicted_replicas", "predicted_requests_rate"]
+    assert [r["name"] for r in body["resources"]] == [
+        "predicted_replicas",
+        "predicted_requests_rate",
+    ]
     for resource in body["resources"]:
         assert resource == {
             "name": resource["name"],
@@ -147,7 +167,9 @@ AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGro
         (f"{AGGREGATED_V2BETA1};q=0.5,{AGGREGATED_V2}", "v2"),
     ],
 )
-def test_apis_serves_aggregated_discovery_when_asked(aggregator: Client, accept: str, version: str) -> None:
+def test_apis_serves_aggregated_discovery_when_asked(
+    aggregator: Client, accept: str, version: str
+) -> None:
     answer = aggregator.get("/apis", {**MASTERS, "Accept": accept})
     assert answer.status == 200
     content_type = answer.headers["Content-Type"]
@@ -160,22 +182,37 @@ def test_apis_serves_aggregated_discovery_when_asked(aggregator: Client, accept:
     (ver,) = group["versions"]
     assert ver["version"] == "v1beta1"
     assert ver["freshness"] == "Current"
-    assert {r["resource"] for r in ver["resources"]} == {"predicted_replicas", "predicted_requests_rate"}
+    assert {r["resource"] for r in ver["resources"]} == {
+        "predicted_replicas",
+        "predicted_requests_rate",
+    }
     assert all(r["scope"] == "Namespaced" and r["verbs"] == ["get"] for r in ver["resources"])
     # The aggregator revalidates with If-None-Match every minute.
-    again = aggregator.get("/apis", {**MASTERS, "Accept": accept, "If-None-Match": answer.headers["ETag"]})
+    again = aggregator.get(
+        "/apis", {**MASTERS, "Accept": accept, "If-None-Match": answer.headers["ETag"]}
+    )
     assert again.status == 304
 
 
 def test_apis_answers_406_for_aggregated_types_it_does_not_serve(aggregator: Client) -> None:
     """A 406 makes every aggregator version fall back to legacy discovery."""
-    code, body = get(aggregator, "/apis", Accept="application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList")
+    code, body = get(
+        aggregator,
+        "/apis",
+        Accept="application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList",
+    )
     assert code == 406
     assert body["reason"] == "NotAcceptable"
 
 
-def test_protobuf_only_clients_get_406_and_the_hpa_accept_header_gets_json(aggregator: Client) -> None:
-    code, _ = get(aggregator, f"{BASE}/namespaces/shop/predicted_replicas", Accept="application/vnd.kubernetes.protobuf")
+def test_protobuf_only_clients_get_406_and_the_hpa_accept_header_gets_json(
+    aggregator: Client,
+) -> None:
+    code, _ = get(
+        aggregator,
+        f"{BASE}/namespaces/shop/predicted_replicas",
+        Accept="application/vnd.kubernetes.protobuf",
+    )
     assert code == 406
     code, body = get(
         aggregator,
@@ -215,9 +252,16 @@ def test_prometheus_metrics_count_requests_by_route(aggregator: Client) -> None:
     assert answer.status == 200
     text = answer.body.decode()
     route = "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
-    assert f'predictive_metrics_adapter_http_requests_total{{code="200",method="GET",route="{route}"}} 1.0' in text
-    assert f'predictive_metrics_adapter_http_requests_total{{code="404",method="GET",route="{route}"}} 1.0' in text
-    assert 'predictive_metrics_adapter_authentication_total{method="front-proxy",result="success"}' in text
-    assert 'predictive_metrics_adapter_authorization_total{decision="allowed",source="always-allow"}' in text
+    counter = "predictive_metrics_adapter_http_requests_total"
+    assert f'{counter}{{code="200",method="GET",route="{route}"}} 1.0' in text
+    assert f'{counter}{{code="404",method="GET",route="{route}"}} 1.0' in text
+    assert (
+        'predictive_metrics_adapter_authentication_total{method="front-proxy",result="success"}'
+        in text
+    )
+    assert (
+        'predictive_metrics_adapter_authorization_total{decision="allowed",source="always-allow"}'
+        in text
+    )
     assert "predictive_metrics_adapter_served_value_age_seconds_count 2.0" in text
     assert "predictive_metrics_adapter_serving_certificate_expiry_timestamp_seconds" in text

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -20,7 +21,9 @@ KUBECTL = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PATH")
 
 
-def config(tmp_path: Path, server: Server, pki: PKI, identity: Pair, name: str = "kubeconfig") -> Path:
+def config(
+    tmp_path: Path, server: Server, pki: PKI, identity: Pair, name: str = "kubeconfig"
+) -> Path:
     return kubeconfig_for(
         tmp_path / name, f"https://localhost:{server.port}", pki.path("serving-ca"), identity
     )
@@ -38,24 +41,40 @@ def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_kubectl
-def test_kubectl_reads_discovery_and_a_metric_value(server: Server, pki: PKI, tmp_path: Path) -> None:
+def test_kubectl_reads_discovery_and_a_metric_value(
+    server: Server, pki: PKI, tmp_path: Path
+) -> None:
     admin = config(tmp_path, server, pki, pki.admin)
     done = kubectl(admin, "get", "--raw", BASE)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["resources"][0]["name"] == "predicted_replicas"
-    done = kubectl(admin, "get", "--raw", f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb")
+    done = kubectl(
+        admin,
+        "get",
+        "--raw",
+        f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=target%3Dweb",
+    )
     assert done.returncode == 0, done.stderr
     (item,) = json.loads(done.stdout)["items"]
     assert (item["metricLabels"]["target"], item["value"]) == ("web", "7")
 
 
 @needs_kubectl
-def test_kubectl_shows_status_errors_by_reason(server: Server, pki: PKI, tmp_path: Path, fake_kube: FakeKube) -> None:
+def test_kubectl_shows_status_errors_by_reason(
+    server: Server, pki: PKI, tmp_path: Path, fake_kube: FakeKube
+) -> None:
     admin = config(tmp_path, server, pki, pki.admin)
     done = kubectl(admin, "get", "--raw", f"{BASE}/namespaces/shop/nothing")
     assert done.returncode == 1
-    assert "Error from server (NotFound): the server could not find the metric nothing" in done.stderr
-    done = kubectl(admin, "get", "--raw", f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=a%3D%3Db%3Dc")
+    assert (
+        "Error from server (NotFound): the server could not find the metric nothing" in done.stderr
+    )
+    done = kubectl(
+        admin,
+        "get",
+        "--raw",
+        f"{BASE}/namespaces/shop/predicted_replicas?labelSelector=a%3D%3Db%3Dc",
+    )
     assert "Error from server (BadRequest): invalid labelSelector" in done.stderr
     alice = config(tmp_path, server, pki, pki.alice, "alice")
     done = kubectl(alice, "get", "--raw", f"{BASE}/namespaces/shop/predicted_replicas")
@@ -64,7 +83,9 @@ def test_kubectl_shows_status_errors_by_reason(server: Server, pki: PKI, tmp_pat
 
 
 @needs_kubectl
-def test_kubectl_with_a_bearer_token(server: Server, pki: PKI, tmp_path: Path, fake_kube: FakeKube) -> None:
+def test_kubectl_with_a_bearer_token(
+    server: Server, pki: PKI, tmp_path: Path, fake_kube: FakeKube
+) -> None:
     fake_kube.tokens["t0ken"] = {"username": "dave", "groups": ["system:authenticated"]}
     fake_kube.allow.add(("dave", "list", "predicted_replicas"))
     anonymous = tmp_path / "token"
@@ -73,7 +94,15 @@ def test_kubectl_with_a_bearer_token(server: Server, pki: PKI, tmp_path: Path, f
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://localhost:{server.port}", "certificate-authority": str(pki.path("serving-ca"))}}],
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": f"https://localhost:{server.port}",
+                            "certificate-authority": str(pki.path("serving-ca")),
+                        },
+                    }
+                ],
                 "users": [{"name": "u", "user": {"token": "t0ken"}}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
@@ -86,17 +115,27 @@ def test_kubectl_with_a_bearer_token(server: Server, pki: PKI, tmp_path: Path, f
 
 
 def test_official_python_client_lists_the_metric(server: Server, pki: PKI, tmp_path: Path) -> None:
-    api = kubernetes.config.new_client_from_config(config_file=str(config(tmp_path, server, pki, pki.admin)))
+    api = kubernetes.config.new_client_from_config(
+        config_file=str(config(tmp_path, server, pki, pki.admin))
+    )
     with api:
-        listing = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
-            "external.metrics.k8s.io", "v1beta1", "shop", "predicted_replicas", label_selector="target in (web)"
+        listing: Any = kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
+            "external.metrics.k8s.io",
+            "v1beta1",
+            "shop",
+            "predicted_replicas",
+            label_selector="target in (web)",
         )
         assert [item["value"] for item in listing["items"]] == ["7"]
         groups = kubernetes.client.ApisApi(api).get_api_versions()
         assert groups.groups[0].name == "external.metrics.k8s.io"
         with pytest.raises(kubernetes.client.exceptions.ApiException) as caught:
             kubernetes.client.CustomObjectsApi(api).list_namespaced_custom_object(
-                "external.metrics.k8s.io", "v1beta1", "shop", "predicted_replicas", label_selector="target=nobody"
+                "external.metrics.k8s.io",
+                "v1beta1",
+                "shop",
+                "predicted_replicas",
+                label_selector="target=nobody",
             )
         assert caught.value.status == 404
-        assert json.loads(caught.value.body)["reason"] == "NotFound"
+        assert json.loads(caught.value.body or "{}")["reason"] == "NotFound"

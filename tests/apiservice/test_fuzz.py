@@ -33,9 +33,13 @@ TEXT_ROUTES = {"/healthz", "/livez", "/readyz", "/metrics"}
 
 segments = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["..", ".", "%2F", "%00", "%ff", "//", "predicted_replicas", "shop", "namespaces"]),
+    st.sampled_from(
+        ["..", ".", "%2F", "%00", "%ff", "//", "predicted_replicas", "shop", "namespaces"]
+    ),
 )
-query_values = st.one_of(st.text(max_size=40), st.sampled_from(["a=b", "a in (b", "!", "x>1", "=="]))
+query_values = st.one_of(
+    st.text(max_size=40), st.sampled_from(["a=b", "a in (b", "!", "x>1", "=="])
+)
 
 
 @st.composite
@@ -45,7 +49,12 @@ def targets(draw: st.DrawFn) -> str:
         path += "/" + urllib.parse.quote(segment, safe="%")
     if not path.startswith("/"):
         path = "/" + path
-    params = draw(st.lists(st.tuples(st.sampled_from(["labelSelector", "limit", "x", "pretty", ""]), query_values), max_size=3))
+    params = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["labelSelector", "limit", "x", "pretty", ""]), query_values),
+            max_size=3,
+        )
+    )
     if params:
         path += "?" + urllib.parse.urlencode(params)
     return path
@@ -57,7 +66,9 @@ def admin(server: Server, pki: PKI) -> Iterator[Client]:
         yield client
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(target=targets(), method=st.sampled_from(["GET", "GET", "GET", "POST", "DELETE", "PUT"]))
 def test_any_request_gets_a_2xx_or_a_4xx_status(admin: Client, target: str, method: str) -> None:
     answer = admin.get(target, method=method)
@@ -72,7 +83,9 @@ def test_any_request_gets_a_2xx_or_a_4xx_status(admin: Client, target: str, meth
         assert body["message"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(selector=st.text(max_size=60))
 def test_any_selector_gets_200_404_or_400(admin: Client, selector: str) -> None:
     query = urllib.parse.urlencode({"labelSelector": selector})

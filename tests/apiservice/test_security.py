@@ -25,7 +25,9 @@ HPA_HEADERS = {
 ESCALATION = {"X-Remote-User": "admin", "X-Remote-Group": "system:masters"}
 
 
-def call(server: Server, pki: PKI, identity: Pair | None, path: str = METRIC, **headers: str) -> tuple[int, dict]:
+def call(
+    server: Server, pki: PKI, identity: Pair | None, path: str = METRIC, **headers: str
+) -> tuple[int, dict]:
     with Client(server.port, pki.path("serving-ca"), identity) as client:
         answer = client.get(path, headers)
     return answer.status, answer.json()
@@ -38,7 +40,9 @@ def assert_refused_at_handshake(server: Server, pki: PKI, identity: Pair) -> Non
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         with Client(server.port, pki.path("serving-ca"), identity) as client:
             client.context.maximum_version = version
-            with pytest.raises((ssl.SSLError, http.client.RemoteDisconnected, ConnectionResetError)):
+            with pytest.raises(
+                (ssl.SSLError, http.client.RemoteDisconnected, ConnectionResetError)
+            ):
                 client.get(METRIC, ESCALATION)
     assert server.instrumentation.requests._metrics == before
 
@@ -60,7 +64,9 @@ def test_identity_headers_without_a_certificate_are_ignored(server: Server, pki:
     assert code == 401
 
 
-def test_certificate_from_an_unknown_ca_is_refused_at_the_handshake(server: Server, pki: PKI) -> None:
+def test_certificate_from_an_unknown_ca_is_refused_at_the_handshake(
+    server: Server, pki: PKI
+) -> None:
     assert_refused_at_handshake(server, pki, pki.stranger)
 
 
@@ -76,19 +82,23 @@ def test_trusted_certificate_passes_the_same_handshakes(server: Server, pki: PKI
             assert client.get(METRIC).status == 200
 
 
-def test_front_proxy_certificate_with_a_name_not_allowed_is_not_trusted(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_front_proxy_certificate_with_a_name_not_allowed_is_not_trusted(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     code, body = call(server, pki, pki.rogue_proxy, **ESCALATION)
     assert (code, body["reason"]) == (401, "Unauthorized")
     assert fake_kube.access_reviews == []
 
 
-def test_identity_headers_from_a_user_certificate_are_ignored(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_identity_headers_from_a_user_certificate_are_ignored(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     code, body = call(server, pki, pki.alice, **ESCALATION)
     assert code == 403
     assert body["message"] == (
-        'predicted_replicas.external.metrics.k8s.io is forbidden: User "alice" cannot list resource '
-        '"predicted_replicas" in API group "external.metrics.k8s.io" in the namespace "shop": '
-        "no RBAC rule allows it"
+        "predicted_replicas.external.metrics.k8s.io is forbidden: "
+        'User "alice" cannot list resource "predicted_replicas" '
+        'in API group "external.metrics.k8s.io" in the namespace "shop": no RBAC rule allows it'
     )
     assert body["details"] == {"group": "external.metrics.k8s.io", "kind": "predicted_replicas"}
     (review,) = fake_kube.access_reviews
@@ -96,7 +106,9 @@ def test_identity_headers_from_a_user_certificate_are_ignored(server: Server, pk
     assert review["groups"] == ["developers", "system:authenticated"]
 
 
-def test_user_certificate_is_served_as_its_own_user_when_allowed(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_user_certificate_is_served_as_its_own_user_when_allowed(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     fake_kube.allow.add(("alice", "list", "predicted_replicas"))
     code, body = call(server, pki, pki.alice, **ESCALATION)
     assert code == 200
@@ -104,7 +116,9 @@ def test_user_certificate_is_served_as_its_own_user_when_allowed(server: Server,
     assert [review["user"] for review in fake_kube.access_reviews] == ["alice"]
 
 
-def test_front_proxy_user_denied_by_subject_access_review_is_403(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_front_proxy_user_denied_by_subject_access_review_is_403(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     code, body = call(server, pki, pki.front_proxy, **HPA_HEADERS)
     assert code == 403
     assert body["reason"] == "Forbidden"
@@ -120,7 +134,9 @@ def test_front_proxy_user_denied_by_subject_access_review_is_403(server: Server,
     assert review["groups"] == ["system:serviceaccounts", "system:authenticated"]
 
 
-def test_front_proxy_user_allowed_by_subject_access_review_is_served_and_cached(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_front_proxy_user_allowed_by_subject_access_review_is_served_and_cached(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     fake_kube.allow.add((HPA, "list", "predicted_replicas"))
     for _ in range(3):
         code, _ = call(server, pki, pki.front_proxy, **HPA_HEADERS)
@@ -128,7 +144,9 @@ def test_front_proxy_user_allowed_by_subject_access_review_is_served_and_cached(
     assert len(fake_kube.access_reviews) == 1
 
 
-def test_front_proxy_forwards_groups_uid_and_extras_as_sent(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_front_proxy_forwards_groups_uid_and_extras_as_sent(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     with Client(server.port, pki.path("serving-ca"), pki.front_proxy) as client:
         headers = [
             ("X-Remote-User", "bob"),
@@ -150,7 +168,10 @@ def test_front_proxy_forwards_groups_uid_and_extras_as_sent(server: Server, pki:
     (review,) = fake_kube.access_reviews
     assert review["user"] == "bob"
     assert review["groups"] == ["a,b", "c", "system:authenticated"]
-    assert review["extra"] == {"authentication.kubernetes.io/pod-name": ["pod-1"], "scopes": ["one", "two"]}
+    assert review["extra"] == {
+        "authentication.kubernetes.io/pod-name": ["pod-1"],
+        "scopes": ["one", "two"],
+    }
 
 
 def test_front_proxy_without_a_user_header_is_401(server: Server, pki: PKI) -> None:
@@ -159,23 +180,49 @@ def test_front_proxy_without_a_user_header_is_401(server: Server, pki: PKI) -> N
 
 
 def test_system_masters_needs_no_review(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
-    assert call(server, pki, pki.front_proxy, **{"X-Remote-User": "system:kube-aggregator", "X-Remote-Group": "system:masters"})[0] == 200
+    assert (
+        call(
+            server,
+            pki,
+            pki.front_proxy,
+            **{"X-Remote-User": "system:kube-aggregator", "X-Remote-Group": "system:masters"},
+        )[0]
+        == 200
+    )
     assert call(server, pki, pki.admin)[0] == 200
     assert fake_kube.access_reviews == []
 
 
-def test_aggregator_without_groups_reads_discovery_through_system_authenticated(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_aggregator_without_groups_reads_discovery_through_system_authenticated(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     """Legacy discovery arrives as system:kube-aggregator with no groups; RBAC grants
     system:discovery to system:authenticated, which the server must add."""
-    fake_kube.allow.add(("group:system:authenticated", "get", "/apis/external.metrics.k8s.io/v1beta1"))
-    code, body = call(server, pki, pki.front_proxy, "/apis/external.metrics.k8s.io/v1beta1", **{"X-Remote-User": "system:kube-aggregator"})
+    fake_kube.allow.add(
+        ("group:system:authenticated", "get", "/apis/external.metrics.k8s.io/v1beta1")
+    )
+    code, body = call(
+        server,
+        pki,
+        pki.front_proxy,
+        "/apis/external.metrics.k8s.io/v1beta1",
+        **{"X-Remote-User": "system:kube-aggregator"},
+    )
     assert code == 200, body
     (review,) = fake_kube.access_reviews
-    assert review["nonResourceAttributes"] == {"path": "/apis/external.metrics.k8s.io/v1beta1", "verb": "get"}
+    assert review["nonResourceAttributes"] == {
+        "path": "/apis/external.metrics.k8s.io/v1beta1",
+        "verb": "get",
+    }
 
 
-def test_valid_bearer_token_is_reviewed_once_and_authorized(server: Server, pki: PKI, fake_kube: FakeKube) -> None:
-    fake_kube.tokens["good-token"] = {"username": "carol", "groups": ["system:authenticated", "ops"]}
+def test_valid_bearer_token_is_reviewed_once_and_authorized(
+    server: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
+    fake_kube.tokens["good-token"] = {
+        "username": "carol",
+        "groups": ["system:authenticated", "ops"],
+    }
     fake_kube.allow.add(("group:ops", "list", "predicted_replicas"))
     for _ in range(3):
         code, _ = call(server, pki, None, Authorization="Bearer good-token")
@@ -184,8 +231,12 @@ def test_valid_bearer_token_is_reviewed_once_and_authorized(server: Server, pki:
     assert fake_kube.access_reviews[0]["groups"] == ["system:authenticated", "ops"]
 
 
-@pytest.mark.parametrize("header", ["Bearer wrong-token", "Bearer ", "Basic dXNlcjpwYXNz", "bearer"])
-def test_invalid_or_malformed_credentials_are_401(server: Server, pki: PKI, fake_kube: FakeKube, header: str) -> None:
+@pytest.mark.parametrize(
+    "header", ["Bearer wrong-token", "Bearer ", "Basic dXNlcjpwYXNz", "bearer"]
+)
+def test_invalid_or_malformed_credentials_are_401(
+    server: Server, pki: PKI, fake_kube: FakeKube, header: str
+) -> None:
     code, body = call(server, pki, None, Authorization=header)
     assert (code, body["reason"]) == (401, "Unauthorized")
 

@@ -37,7 +37,9 @@ def published(pki: PKI, front_proxy_cas: list[Path], allowed: list[str]) -> dict
     }
 
 
-def status(server: Server, pki: PKI, identity: Pair, headers: dict[str, str] | None = None) -> int | str:
+def status(
+    server: Server, pki: PKI, identity: Pair, headers: dict[str, str] | None = None
+) -> int | str:
     """The HTTP status, or 'refused' if the TLS layer drops the connection."""
     with Client(server.port, pki.path("serving-ca"), identity) as client:
         try:
@@ -59,12 +61,21 @@ def second_ca(pki: PKI, tmp_path: Path) -> tuple[Path, Pair]:
     ca = issuing.new_ca("front-proxy-ca-2", valid_for=datetime.timedelta(days=1))
     ca_path = tmp_path / "front-proxy-ca-2.crt"
     ca_path.write_bytes(ca.cert_pem())
-    proxy = pki.write("front-proxy-2", issuing.issue_client(ca, FRONT_PROXY_NAME, valid_for=datetime.timedelta(days=1)))
+    proxy = pki.write(
+        "front-proxy-2",
+        issuing.issue_client(ca, FRONT_PROXY_NAME, valid_for=datetime.timedelta(days=1)),
+    )
     return ca_path, proxy
 
 
 @pytest.fixture
-def looked_up(make_server: Callable[..., Server], pki: PKI, kubeconfig: Path, values_file: Path, fake_kube: FakeKube) -> Server:
+def looked_up(
+    make_server: Callable[..., Server],
+    pki: PKI,
+    kubeconfig: Path,
+    values_file: Path,
+    fake_kube: FakeKube,
+) -> Server:
     fake_kube.configmap = published(pki, [pki.path("front-proxy-ca")], [FRONT_PROXY_NAME])
     settings = settings_for(
         pki,
@@ -101,18 +112,25 @@ def test_a_rotated_front_proxy_ca_is_trusted_and_the_old_one_dropped(
     assert status(looked_up, pki, new_proxy) == 200
 
 
-def test_a_changed_allowed_name_takes_effect(looked_up: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_a_changed_allowed_name_takes_effect(
+    looked_up: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     fake_kube.configmap = published(pki, [pki.path("front-proxy-ca")], ["someone-else"])
     eventually(lambda: status(looked_up, pki, pki.front_proxy), 401)
 
 
-def test_an_unreachable_api_keeps_the_last_good_trust(looked_up: Server, pki: PKI, fake_kube: FakeKube) -> None:
+def test_an_unreachable_api_keeps_the_last_good_trust(
+    looked_up: Server, pki: PKI, fake_kube: FakeKube
+) -> None:
     fake_kube.down = True
     failures = looked_up.instrumentation.reload_failures.labels("authentication-trust")
     eventually(lambda: failures._value.get() >= 2, True)
     assert status(looked_up, pki, pki.front_proxy) == 200
     fake_kube.down = False
-    fake_kube.configmap = {"requestheader-allowed-names": "not json", "requestheader-client-ca-file": "junk"}
+    fake_kube.configmap = {
+        "requestheader-allowed-names": "not json",
+        "requestheader-client-ca-file": "junk",
+    }
     before = failures._value.get()
     eventually(lambda: failures._value.get() > before + 1, True)
     assert status(looked_up, pki, pki.front_proxy) == 200

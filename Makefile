@@ -1,0 +1,43 @@
+# Every target sets up what it needs: a fresh clone needs only `make run` or `make test`.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 6443
+
+.PHONY: run test verify pytest format bench-serve clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
+	touch $@
+
+## run: serve the bundled demo values on https://127.0.0.1:$(PORT) and print kubectl commands
+run: $(STAMP)
+	$(BIN)/predictive-metrics-adapter local --secure-port $(PORT)
+
+## test: static checks, then the whole test suite
+test: verify pytest
+
+verify: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## format: apply ruff's fixes and formatting
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench-serve: requests/s and latency of the metric GET over TLS (needs apache2-utils' ab)
+bench-serve: $(STAMP)
+	@command -v ab >/dev/null || { echo "installing apache2-utils for ab"; apt-get install -y --no-install-recommends apache2-utils >/dev/null; }
+	$(BIN)/python -m bench.serve
+
+clean:
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
