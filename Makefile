@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 
-.PHONY: run test verify pytest format bench-serve clean
+.PHONY: run test verify pytest control-plane format bench-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ verify: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) control-plane
 	$(BIN)/pytest
+
+## control-plane: etcd and kube-apiserver v1.20.2 for tests/e2e (built once per machine, ~5 min)
+control-plane:
+	@bash tests/e2e/build_control_plane.sh >/dev/null
 
 ## format: apply ruff's fixes and formatting
 format: $(STAMP)

@@ -106,3 +106,22 @@ class FakeKube:
                 "data": self.configmap,
             }
         )
+
+
+@dataclasses.dataclass
+class FakeProvider:
+    """A provider that raises what it is told to (for the error paths of the API surface)."""
+
+    error: Exception | None = None
+    values: list[Any] = dataclasses.field(default_factory=list)
+    names: list[str] = dataclasses.field(default_factory=lambda: ["predicted_replicas"])
+
+    def list_metrics(self) -> list[Any]:
+        from adapter import MetricInfo
+
+        return [MetricInfo(name) for name in self.names]
+
+    def get_values(self, namespace: str, metric: str, selector: Any) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        return self.values
