@@ -125,7 +125,7 @@ def _run(settings: Settings, on_started: Callable[[], None] = lambda: None) -> i
         return 1
     try:
         asyncio.run(_serve_until_signalled(server, on_started))
-    except (KubeAPIError, TrustError) as exc:
+    except (KubeAPIError, TrustError, tls_errors.TLSError) as exc:
         logger.error("cannot start: %s", exc)
         return 1
     except OSError as exc:

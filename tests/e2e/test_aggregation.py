@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.conftest import Registered, token
 
@@ -66,17 +68,23 @@ def test_discovery_through_the_aggregator_lists_the_metric(
     assert done.stdout.split() == ["predicted_replicas.external.metrics.k8s.io"]
 
 
-def test_a_user_with_rbac_passes_both_authorizers(
-    cluster: ControlPlane, adapter: Registered
-) -> None:
+@pytest.fixture(scope="module")
+def reader_role(cluster: ControlPlane) -> str:
+    """The ClusterRole a deployment offers for reading external metrics."""
     cluster.kubectl(
         "create",
         "clusterrole",
         "external-metrics-reader",
         "--verb=get,list",
         "--resource=*.external.metrics.k8s.io",
-        check=False,
     )
+    return "external-metrics-reader"
+
+
+@pytest.mark.usefixtures("reader_role")
+def test_a_user_with_rbac_passes_both_authorizers(
+    cluster: ControlPlane, adapter: Registered
+) -> None:
     cluster.kubectl(
         "create",
         "clusterrolebinding",
@@ -93,17 +101,10 @@ def test_a_user_with_rbac_passes_both_authorizers(
     assert "Forbidden" in denied.stderr
 
 
+@pytest.mark.usefixtures("reader_role")
 def test_service_account_tokens_are_reviewed_and_authorized_by_the_cluster(
     cluster: ControlPlane, adapter: Registered, tmp_path: Path
 ) -> None:
-    cluster.kubectl(
-        "create",
-        "clusterrole",
-        "external-metrics-reader",
-        "--verb=get,list",
-        "--resource=*.external.metrics.k8s.io",
-        check=False,
-    )
     cluster.kubectl(
         "-n",
         "shop",
