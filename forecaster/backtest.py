@@ -1,0 +1,194 @@
+"""The evaluation protocol (shared/data/README.md), for the model and the anchors alike.
+
+- Every trace is put on a 5-minute grid (the mean of each bucket; for rates and counts the
+  sum would only rescale the series, which no metric here sees).
+- Forecast origins every 2 hours over the last 3 days, each with up to 14 days of context; a
+  forecast covers 48 steps (4 h) and is scored at 12 steps (1 h) and 48 steps (4 h).
+- MASE: mean absolute error of the median, divided by the in-sample MAE of the daily seasonal
+  naive method (lag 288) on that origin's context; averaged over origins per series.
+  *Relative MASE* = the method's MASE / the daily seasonal naive's MASE, per series, then the
+  geometric mean over series (the headline figure; 1.0 = as good as "same time yesterday").
+- Weighted quantile loss over q in {0.1, 0.5, 0.9} (2 * pinball / sum |actual|, per series,
+  averaged over series), and how often the actual value exceeds the 0.9 quantile.
+- CPU time per forecast (process time around each call).
+
+A per-series relative MASE of exactly 0 (a method that reproduces a trace that repeats itself
+exactly, as one of the Crane traces repeats its week) would make the geometric mean 0; per-series
+values are floored at 1e-3, and the table also gives the means without such traces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from forecaster.series import Series, resample
+
+STEP = 300
+DAY = 288
+HORIZONS = (12, 48)
+ORIGIN_EVERY = 24
+EVALUATION_DAYS = 3
+CONTEXT_DAYS = 14
+QUANTILES = (0.1, 0.5, 0.9)
+FLOOR = 1e-3
+
+Method = Callable[[np.ndarray, np.ndarray, int, Sequence[float]], np.ndarray]
+"""(context timestamps, context values, horizon, quantiles) -> (len(quantiles), horizon)."""
+
+
+@dataclasses.dataclass
+class SeriesScore:
+    name: str
+    mase: dict[int, float]
+    naive_mase: dict[int, float]
+    wql: float
+    exceed: int
+    observed: int
+    cpu_seconds: float
+    forecasts: int
+
+    def relative(self, horizon: int) -> float:
+        return (
+            self.mase[horizon] / self.naive_mase[horizon]
+            if self.naive_mase[horizon] > 0
+            else math.nan
+        )
+
+
+@dataclasses.dataclass
+class Summary:
+    method: str
+    relative_mase: dict[int, float]
+    wql: float
+    exceedance: float
+    cpu_ms: float
+    floored: int
+    per_series: list[SeriesScore]
+
+
+def prepare(traces: Sequence[Series]) -> list[Series]:
+    """The traces that fit the protocol, on the 5-minute grid (coarser ones are skipped)."""
+    usable = []
+    for trace in traces:
+        if 0 < trace.step <= STEP:
+            gridded = resample(trace, STEP)
+            if len(gridded) >= (EVALUATION_DAYS + 1) * DAY:
+                usable.append(gridded)
+    return usable
+
+
+def origins(length: int) -> range:
+    return range(length - EVALUATION_DAYS * DAY, length - max(HORIZONS) + 1, ORIGIN_EVERY)
+
+
+def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
+    scores = [_score(trace, method) for trace in traces]
+    relative: dict[int, float] = {}
+    floored = 0
+    for horizon in HORIZONS:
+        values = np.array([score.relative(horizon) for score in scores])
+        floored += int(np.sum(values < FLOOR))
+        relative[horizon] = float(np.exp(np.mean(np.log(np.maximum(values, FLOOR)))))
+    return Summary(
+        method=name,
+        relative_mase=relative,
+        wql=float(np.mean([score.wql for score in scores])),
+        exceedance=sum(s.exceed for s in scores) / max(1, sum(s.observed for s in scores)),
+        cpu_ms=1000 * sum(s.cpu_seconds for s in scores) / max(1, sum(s.forecasts for s in scores)),
+        floored=floored,
+        per_series=scores,
+    )
+
+
+def _score(trace: Series, method: Method) -> SeriesScore:
+    errors: dict[int, list[float]] = {h: [] for h in HORIZONS}
+    naive: dict[int, list[float]] = {h: [] for h in HORIZONS}
+    pinball = 0.0
+    magnitude = 0.0
+    exceed = observed = 0
+    cpu = 0.0
+    count = 0
+    horizon = max(HORIZONS)
+    for origin in origins(len(trace)):
+        start = max(0, origin - CONTEXT_DAYS * DAY)
+        context = trace.values[start:origin]
+        actual = trace.values[origin : origin + horizon]
+        scale = float(np.nanmean(np.abs(context[DAY:] - context[:-DAY])))
+        if not np.isfinite(scale) or scale == 0:
+            continue
+        began = time.process_time()
+        forecast = method(trace.timestamps[start:origin], context, horizon, QUANTILES)
+        cpu += time.process_time() - began
+        count += 1
+        seasonal = _seasonal_naive(context, horizon)
+        seen = ~np.isnan(actual)
+        for h in HORIZONS:
+            window = seen[:h]
+            if window.any():
+                errors[h].append(
+                    float(np.mean(np.abs(forecast[1, :h][window] - actual[:h][window]))) / scale
+                )
+                naive[h].append(
+                    float(np.mean(np.abs(seasonal[:h][window] - actual[:h][window]))) / scale
+                )
+        for row, q in enumerate(QUANTILES):
+            difference = actual[seen] - forecast[row][seen]
+            pinball += float(np.sum(np.maximum(q * difference, (q - 1) * difference)))
+        magnitude += float(np.sum(np.abs(actual[seen])))
+        exceed += int(np.sum(actual[seen] > forecast[-1][seen]))
+        observed += int(np.sum(seen))
+    return SeriesScore(
+        name=trace.name,
+        mase={h: float(np.mean(errors[h])) for h in HORIZONS},
+        naive_mase={h: float(np.mean(naive[h])) for h in HORIZONS},
+        wql=2 * pinball / len(QUANTILES) / magnitude if magnitude > 0 else math.nan,
+        exceed=exceed,
+        observed=observed,
+        cpu_seconds=cpu,
+        forecasts=count,
+    )
+
+
+def _seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
+    steps = np.arange(horizon)
+    return np.asarray(context[len(context) + steps - DAY * (1 + steps // DAY)])
+
+
+def table(summaries: Sequence[Summary], series_count: int) -> str:
+    """The comparison table. When a method reproduces some trace exactly (relative MASE below
+    the floor), the last two columns repeat the geometric means without those traces, for
+    every method alike, so that the comparison does not rest on them."""
+    exact = {
+        score.name
+        for summary in summaries
+        for score in summary.per_series
+        if min(score.relative(h) for h in HORIZONS) < FLOOR
+    }
+    lines = [
+        f"{series_count} series on a 5-minute grid; origins every 2 h over the last 3 days; "
+        f"up to 14 days of context",
+        f"{'method':<16} {'relMASE 1h':>10} {'relMASE 4h':>10} {'wQL':>8} {'P90 exceed':>10} "
+        f"{'CPU ms/fc':>10}" + (f" {'1h w/o exact':>13} {'4h w/o exact':>13}" if exact else ""),
+    ]
+    for s in summaries:
+        line = (
+            f"{s.method:<16} {s.relative_mase[12]:>10.3f} {s.relative_mase[48]:>10.3f} "
+            f"{s.wql:>8.4f} {100 * s.exceedance:>9.1f}% {s.cpu_ms:>10.2f}"
+        )
+        if exact:
+            kept = [score for score in s.per_series if score.name not in exact]
+            line += "".join(
+                f" {float(np.exp(np.mean([np.log(x.relative(h)) for x in kept]))):>13.3f}"
+                for h in HORIZONS
+            )
+        lines.append(line)
+    if exact:
+        lines.append(
+            f"exact repeats (relative MASE < {FLOOR}, floored): {', '.join(sorted(exact))}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Model inputs from raw history: the candidate bank, its in-context errors, and scaling.
+
+Everything is vectorised over a batch of series that share one step: `values` is a
+``(batch, steps)`` float64 array, oldest first, left-padded with NaN, NaN wherever a value is
+missing. Nothing here learns; the model weights what this module computes.
+
+**Candidates** (each a forecast for steps 1..H made at the end of the history), built from the
+daily period P = 86400 / step. "d days ago" for forecast step h means the value exactly
+``d + (h // P)`` whole days before it, so every candidate only reads the past:
+
+- ``last``: the last observed value, flat;
+- ``day`` / ``week``: the values one day / one week earlier (seasonal naive);
+- ``*_adjusted``: the same shape moved to the current level (mean of the last `level_window`
+  steps minus the mean of the matching steps in the reference);
+- ``median3_adjusted`` / ``median7_adjusted``: the per-step median of the last 3 / 7 days,
+  level-adjusted; ``median7_damped``: the level adjustment fades with the horizon.
+
+**In-context errors**: every candidate is also run at earlier origins inside the history (every
+`backtest_every_seconds` over the last `backtest_days`), and its mean absolute error against
+what then happened is kept for the short and the long part of the horizon. That is how the
+model learns which structure a series has: a series that repeats its week makes ``week``
+nearly exact, a drifting one favours the adjusted medians, a noisy flat one ``last``.
+
+**Scaling**: values are centred on the current level and divided by the in-sample mean
+absolute error of the daily seasonal naive method (falling back to the mean absolute
+step-to-step difference; a series that never changed is forecast flat), so a series of 0.003
+and one of 3,000,000 look alike, and the training loss is in the units the benchmark's MASE
+uses. Values are clipped at +-30 scale units
+so that a single spike cannot dominate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from forecaster.config import ModelConfig
+
+CLIP = 30.0
+DAY = 86400
+WEEK = 7 * DAY
+
+
+@dataclasses.dataclass
+class Features:
+    """Model inputs for a batch; arrays are float32 except `center` and `scale`."""
+
+    candidates: np.ndarray  # (B, M, H) scaled forecasts
+    errors: np.ndarray  # (B, M, 2) scaled in-context mean absolute errors
+    recent: np.ndarray  # (B, R) scaled recent history
+    context: np.ndarray  # (B, 7): has-backtest, observed fraction, calendar (4), log step
+    center: np.ndarray  # (B, 1) float64
+    scale: np.ndarray  # (B, 1) float64
+
+    def take(self, index: np.ndarray) -> Features:
+        return Features(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
+
+def period_of(step_seconds: int) -> int:
+    """Steps per day (at least 1)."""
+    return max(1, round(DAY / step_seconds))
+
+
+def nanmedian_days(windows: np.ndarray) -> np.ndarray:
+    """Median over axis 1 ignoring NaN (NaN where all are NaN); faster than np.nanmedian."""
+    ordered = np.sort(windows, axis=1)  # NaN sorts last
+    count = np.sum(~np.isnan(windows), axis=1)
+    low = np.clip((count - 1) // 2, 0, None)[:, None, :]
+    high = np.clip(count // 2, 0, None)[:, None, :]
+    median = 0.5 * (
+        np.take_along_axis(ordered, low, 1)[:, 0] + np.take_along_axis(ordered, high, 1)[:, 0]
+    )
+    return np.where(count > 0, median, np.nan)
+
+
+def _gather(values: np.ndarray, index: np.ndarray, end: int) -> np.ndarray:
+    """values[:, index] with NaN where the index is outside [0, end)."""
+    inside = (index >= 0) & (index < end)
+    out = np.full((values.shape[0], *index.shape), np.nan)
+    out[:, inside] = values[:, index[inside]]
+    return out
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    count = np.sum(~np.isnan(values), axis=axis)
+    total = np.nansum(values, axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelConfig) -> np.ndarray:
+    """The (B, M, H) candidate forecasts made at `end` (exclusive) from values[:, :end]."""
+    period = period_of(step_seconds)
+    horizon, k = config.prediction_length, config.level_window
+    steps = np.arange(horizon)
+    level = _nanmean(values[:, max(0, end - k) : end], 1)
+    last = values[:, end - 1] if end > 0 else np.full(values.shape[0], np.nan)
+    last = np.where(np.isnan(last), level, last)
+
+    def days_ago(days: int) -> tuple[np.ndarray, np.ndarray]:
+        """(reference for steps 1..H, the k steps before it) from `days` days earlier."""
+        ahead = _gather(values, end + steps - period * (days + steps // period), end)
+        before = _gather(values, end - k + np.arange(k) - period * days, end)
+        return ahead, before
+
+    pairs = [days_ago(days) for days in range(1, 8)]
+    ahead = np.stack([pair[0] for pair in pairs], 1)  # (B, 7, H)
+    before = np.stack([pair[1] for pair in pairs], 1)  # (B, 7, k)
+
+    def adjusted(reference: np.ndarray, reference_before: np.ndarray) -> np.ndarray:
+        shift = np.nan_to_num(level - _nanmean(reference_before, 1))
+        return np.asarray(reference + shift[:, None])
+
+    damping = np.exp(-(steps + 1) * step_seconds / config.damping_seconds)
+    median3 = nanmedian_days(ahead[:, :3]), nanmedian_days(before[:, :3])
+    median7 = nanmedian_days(ahead), nanmedian_days(before)
+    shift7 = np.nan_to_num(level - _nanmean(median7[1], 1))
+    bank = {
+        "last": np.repeat(last[:, None], horizon, 1),
+        "day": ahead[:, 0],
+        "day_adjusted": adjusted(ahead[:, 0], before[:, 0]),
+        "week": ahead[:, 6],
+        "week_adjusted": adjusted(ahead[:, 6], before[:, 6]),
+        "median3_adjusted": adjusted(*median3),
+        "median7_adjusted": adjusted(*median7),
+        "median7_damped": median7[0] + shift7[:, None] * damping[None, :],
+    }
+    stacked = np.stack([bank[name] for name in config.candidates], 1)
+    # A candidate without data at some step falls back to the last value there.
+    return np.where(np.isnan(stacked), bank["last"][:, None, :], stacked)
+
+
+def build(
+    values: np.ndarray,
+    step_seconds: int,
+    last_timestamps: np.ndarray,
+    config: ModelConfig,
+) -> Features:
+    """Features for a batch whose last observations are at `last_timestamps` (unix s)."""
+    values = np.asarray(values, dtype=np.float64)
+    batch, length = values.shape
+    period = period_of(step_seconds)
+    horizon, short = config.prediction_length, config.short_horizon
+    bank = candidates(values, length, step_seconds, config)
+
+    errors = np.zeros((batch, len(config.candidates), 2))
+    counted = np.zeros((batch, 1, 2))
+    every = max(1, round(config.backtest_every_seconds / step_seconds))
+    span = round(config.backtest_days * period)
+    for origin in range(length - horizon, length - horizon - span, -every):
+        if origin < period:
+            break
+        past = candidates(values, origin, step_seconds, config)
+        error = np.abs(past - values[:, None, origin : origin + horizon])
+        for part, window in enumerate((slice(0, short), slice(short, horizon))):
+            mean = _nanmean(error[:, :, window], 2)
+            seen = np.isfinite(mean)
+            errors[:, :, part] += np.where(seen, mean, 0.0)
+            counted[:, :, part] += seen[:, :1]
+    has_backtest = counted[:, 0, 0] > 0
+    errors = errors / np.maximum(counted, 1)
+
+    center = _nanmean(values[:, -config.level_window :], 1)
+    center = np.where(np.isfinite(center), center, np.nan_to_num(_nanmean(values, 1)))
+    scale = _scale(values, period, center)
+    # Without a backtest every candidate counts as equally good.
+    errors = np.where(has_backtest[:, None, None], errors, scale[:, None, None])
+
+    def scaled(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        out = (array - center.reshape(shape)) / scale.reshape(shape)
+        return np.asarray(np.nan_to_num(np.clip(out, -CLIP, CLIP)), dtype=np.float32)
+
+    recent = values[:, -config.recent_window :]
+    if recent.shape[1] < config.recent_window:
+        pad = np.full((batch, config.recent_window - recent.shape[1]), np.nan)
+        recent = np.concatenate([pad, recent], 1)
+    recent = _forward_fill(recent, center)
+    first_step = last_timestamps.astype(np.float64) + step_seconds + config.tz_offset_seconds
+    day_angle = 2 * np.pi * (first_step % DAY) / DAY
+    week_angle = 2 * np.pi * ((first_step + 4 * DAY) % WEEK) / WEEK  # 1970-01-01 was a Thursday
+    context = np.stack(
+        [
+            has_backtest.astype(np.float64),
+            np.mean(~np.isnan(values[:, -min(length, 14 * period) :]), 1),
+            np.sin(day_angle),
+            np.cos(day_angle),
+            np.sin(week_angle),
+            np.cos(week_angle),
+            np.full(batch, math.log(step_seconds) / math.log(3600)),
+        ],
+        1,
+    ).astype(np.float32)
+    return Features(
+        candidates=scaled(bank, (batch, 1, 1)),
+        errors=np.clip(errors / scale[:, None, None], 0, CLIP).astype(np.float32),
+        recent=scaled(recent, (batch, 1)),
+        context=context,
+        center=center[:, None],
+        scale=scale[:, None],
+    )
+
+
+def _scale(values: np.ndarray, period: int, center: np.ndarray) -> np.ndarray:
+    """In-sample MAE of the daily seasonal naive method, else of the last value; always > 0."""
+    seasonal = (
+        _nanmean(np.abs(values[:, period:] - values[:, :-period]), 1)
+        if values.shape[1] > period
+        else np.full(values.shape[0], np.nan)
+    )
+    stepwise = _nanmean(np.abs(np.diff(values, axis=1)), 1)
+    scale = np.where(np.isfinite(seasonal) & (seasonal > 0), seasonal, np.nan)
+    scale = np.where(np.isnan(scale) & np.isfinite(stepwise) & (stepwise > 0), stepwise, scale)
+    # A series that never changed: forecast it flat (a vanishing scale, not a made-up one).
+    return np.where(np.isnan(scale), 1e-9 * np.maximum(np.abs(center), 1.0), scale)
+
+
+def _forward_fill(recent: np.ndarray, center: np.ndarray) -> np.ndarray:
+    filled = recent.copy()
+    first = np.where(np.isnan(filled[:, 0]), center, filled[:, 0])
+    filled[:, 0] = first
+    for column in range(1, filled.shape[1]):
+        gap = np.isnan(filled[:, column])
+        filled[gap, column] = filled[gap, column - 1]
+    return filled
