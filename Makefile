@@ -5,12 +5,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 6443
+DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest control-plane format bench-serve clean
+.PHONY: run test verify pytest control-plane format train bench-serve bench-forecast clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev,bench,plot]'
 	touch $@
 
 ## run: serve the bundled demo values on https://127.0.0.1:$(PORT) and print kubectl commands
@@ -37,6 +38,14 @@ control-plane:
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## train: retrain the shipped model from the traces in $(DATA) (seeded; about a minute)
+train: $(STAMP)
+	$(BIN)/python -m forecaster train --data $(DATA) --out forecaster/default
+
+## bench-forecast: accuracy vs the anchors on $(DATA), inference and loading costs
+bench-forecast: $(STAMP)
+	$(BIN)/python -m bench.forecast --data $(DATA)
 
 ## bench-serve: requests/s and latency of the metric GET over TLS (needs apache2-utils' ab)
 bench-serve: $(STAMP)

@@ -16,7 +16,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     traces = backtest.prepare(series_module.read_folder(args.data))
     forecaster = load_forecaster(args.model)
-    methods: list[tuple[str, backtest.Method]] = [("model", _model_method(forecaster))]
-    methods += _anchor_methods(args.anchors)
+    methods = [("model", backtest.model_method(forecaster)), *backtest.anchor_methods(args.anchors)]
     summaries = []
     for name, method in methods:
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -169,38 +168,6 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(args, forecaster, traces)
     return 0
-
-
-def _model_method(forecaster: Forecaster) -> backtest.Method:
-    def method(
-        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
-    ) -> np.ndarray:
-        return forecaster.predict(times, values, horizon, quantiles)
-
-    return method
-
-
-def _anchor_methods(spec: str) -> list[tuple[str, backtest.Method]]:
-    if spec == "none":
-        return []
-    from forecaster import anchors
-
-    names = list(anchors.ANCHORS) if spec == "all" else spec.split(",")
-    unknown = [name for name in names if name not in anchors.ANCHORS]
-    if unknown:
-        raise SystemExit(f"unknown anchor(s) {unknown}; known: {', '.join(anchors.ANCHORS)}")
-    return [(name, _anchor_method(anchors.ANCHORS[name])) for name in names]
-
-
-def _anchor_method(
-    anchor: Callable[[np.ndarray, int, int, Sequence[float]], np.ndarray],
-) -> backtest.Method:
-    def method(
-        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
-    ) -> np.ndarray:
-        return anchor(values, backtest.STEP, horizon, quantiles)
-
-    return method
 
 
 def _plot(

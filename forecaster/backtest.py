@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from forecaster.predictor import Forecaster
 from forecaster.series import Series, resample
 
 STEP = 300
@@ -157,6 +158,41 @@ def _score(trace: Series, method: Method) -> SeriesScore:
 def _seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
     steps = np.arange(horizon)
     return np.asarray(context[len(context) + steps - DAY * (1 + steps // DAY)])
+
+
+def model_method(forecaster: Forecaster) -> Method:
+    """The pretrained (or any) model as a benchmark method."""
+
+    def method(
+        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
+    ) -> np.ndarray:
+        return forecaster.predict(times, values, horizon, quantiles)
+
+    return method
+
+
+def anchor_methods(spec: str) -> list[tuple[str, Method]]:
+    """Anchors by comma-separated name, "all" or "none" (see `forecaster.anchors`)."""
+    if spec == "none":
+        return []
+    from forecaster import anchors
+
+    names = list(anchors.ANCHORS) if spec == "all" else spec.split(",")
+    unknown = [name for name in names if name not in anchors.ANCHORS]
+    if unknown:
+        raise SystemExit(f"unknown anchor(s) {unknown}; known: {', '.join(anchors.ANCHORS)}")
+    return [(name, anchor_method(anchors.ANCHORS[name])) for name in names]
+
+
+def anchor_method(
+    anchor: Callable[[np.ndarray, int, int, Sequence[float]], np.ndarray],
+) -> Method:
+    def method(
+        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
+    ) -> np.ndarray:
+        return anchor(values, STEP, horizon, quantiles)
+
+    return method
 
 
 def table(summaries: Sequence[Summary], series_count: int) -> str:
