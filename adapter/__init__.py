@@ -1,11 +1,12 @@
 """The domain: what to serve, for which series, and why it may be unavailable.
 
-This package grows into the forecasting pipeline (rules, Prometheus history, refresh, the
-load-to-replicas policy, the prediction store). The API surface (`apiservice`) sees only what
-is re-exported here: the provider seam, label selectors, and the errors a request can meet.
+The forecasting pipeline: configuration (rules and targets), Prometheus history, the refresh
+loop, the load-to-replicas policy and the prediction store, plus the static values provider.
+The API surface (`apiservice`) sees only what is re-exported here.
 """
 
 from adapter.api import ExternalMetricsProvider, MetricInfo, MetricValue
+from adapter.config import AdapterConfig, load_config, parse_duration
 from adapter.errors import (
     AdapterError,
     InvalidConfiguration,
@@ -13,23 +14,38 @@ from adapter.errors import (
     MetricNotFound,
     PredictionUnavailable,
 )
+from adapter.predictions import PredictionStore
+from adapter.prometheus import HistorySource, PrometheusSettings, PrometheusSource
+from adapter.refresher import Refresher, ResultWriter, TargetStatus
+from adapter.replay import ReplaySource
 from adapter.selectors import EVERYTHING, Selector, parse_selector
 from adapter.static import StaticProvider, is_metric_name
 from adapter.store import ValueTable
 
 __all__ = [
     "EVERYTHING",
+    "AdapterConfig",
     "AdapterError",
     "ExternalMetricsProvider",
+    "HistorySource",
     "InvalidConfiguration",
     "InvalidSelector",
     "MetricInfo",
     "MetricNotFound",
     "MetricValue",
+    "PredictionStore",
     "PredictionUnavailable",
+    "PrometheusSettings",
+    "PrometheusSource",
+    "Refresher",
+    "ReplaySource",
+    "ResultWriter",
     "Selector",
     "StaticProvider",
+    "TargetStatus",
     "ValueTable",
     "is_metric_name",
+    "load_config",
+    "parse_duration",
     "parse_selector",
 ]

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import adapter
+import forecaster
 from apiservice import commands, logs, settings as settings_module
 from apiservice.errors import ConfigError, KubeAPIError, TrustError
 from apiservice.server import Server
@@ -107,20 +109,33 @@ def _local(args: argparse.Namespace) -> int:
         return 1
     lines = "\n".join(f"  {command}" for command in commands.local_commands(setup))
 
-    def announce() -> None:
+    async def announce(server: Server) -> None:
+        # Wait for the first forecast, so that the printed commands show a value at once.
+        for _ in range(600):
+            if server.refresher is None or server.refresher.last_report is not None:
+                break
+            await asyncio.sleep(0.1)
         print(f"\nThe adapter is serving. Try:\n{lines}\nStop it with Ctrl-C.\n", flush=True)
 
-    return _run(setup.settings, on_started=announce)
+    return _run(setup.settings, on_started=announce, source=setup.source)
 
 
-def _run(settings: Settings, on_started: Callable[[], None] = lambda: None) -> int:
+async def _nothing(server: Server) -> None:
+    return None
+
+
+def _run(
+    settings: Settings,
+    on_started: Callable[[Server], Awaitable[None]] = _nothing,
+    source: adapter.HistorySource | None = None,
+) -> int:
     try:
         settings.validate()
-        server = Server(settings)
+        server = Server(settings, source=source)
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
-    except (tls_errors.TLSError, KubeAPIError) as exc:
+    except (tls_errors.TLSError, KubeAPIError, forecaster.ForecasterError) as exc:
         logger.error("cannot start: %s", exc)
         return 1
     try:
@@ -139,14 +154,16 @@ def _run(settings: Settings, on_started: Callable[[], None] = lambda: None) -> i
     return 0
 
 
-async def _serve_until_signalled(server: Server, on_started: Callable[[], None]) -> None:
+async def _serve_until_signalled(
+    server: Server, on_started: Callable[[Server], Awaitable[None]]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-        on_started()
+        await on_started(server)
         await stop.wait()
         logger.info("stopping")
     finally:

@@ -5,8 +5,10 @@ aggregator will verify, for ``<service>.<namespace>.svc``; it prints the ``caBun
 complete APIService manifest. ``certs client`` mints a client certificate from a CA, and
 optionally a kubeconfig around it.
 
-``local`` is what ``make run`` runs: it keeps its material in a state directory, serves the
-bundled demo values, and prints the ``kubectl`` commands that read them. No cluster needed.
+``local`` is what ``make run`` runs: it keeps its material in a state directory, replays a
+bundled real trace as if it were live through the whole pipeline (history, forecast,
+replicas, API), and prints the ``kubectl`` commands that read the predictions. No cluster and
+no Prometheus needed; ``--values-file`` serves fixed values instead.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+import adapter
 from apiservice import discovery
 from apiservice.settings import AuthenticationSettings, ProviderSettings, ServingSettings, Settings
 from certs import errors as tls_errors, files, issuing, kubeconfig
@@ -120,6 +124,8 @@ def file_stem(user: str) -> str:
 class LocalSetup:
     settings: Settings
     kubeconfig: Path
+    source: adapter.HistorySource | None
+    """The replayed demo trace when serving forecasts; None when serving fixed values."""
 
 
 def prepare_local(state_dir: Path, port: int, values_file: Path | None) -> LocalSetup:
@@ -150,8 +156,15 @@ def prepare_local(state_dir: Path, port: int, values_file: Path | None) -> Local
         name="predictive-metrics-adapter-local",
     )
     files.write_pem(config_path, text.encode(), private=True)
+    data = Path(str(resources.files("adapter") / "data"))
+    source: adapter.HistorySource | None = None
+    config_file = None
     if values_file is None:
-        values_file = Path(str(resources.files("adapter") / "data" / "demo-values.yaml"))
+        config_file = data / "demo-config.yaml"
+        trace = np.loadtxt(data / "demo-trace.csv", delimiter=",", skiprows=1)
+        source = adapter.ReplaySource(
+            trace[:, 0].astype(np.int64), trace[:, 1], ["demo_requests_rate"]
+        )
     settings = Settings(
         serving=ServingSettings(
             bind_address="127.0.0.1",
@@ -160,17 +173,22 @@ def prepare_local(state_dir: Path, port: int, values_file: Path | None) -> Local
             tls_private_key_file=paths.key,
         ),
         authentication=AuthenticationSettings(client_ca_file=client_ca_cert, skip_lookup=True),
-        provider=ProviderSettings(values_file=values_file),
+        provider=ProviderSettings(values_file=values_file, config_file=config_file),
     )
-    return LocalSetup(settings=settings, kubeconfig=config_path)
+    return LocalSetup(settings=settings, kubeconfig=config_path, source=source)
 
 
 def local_commands(setup: LocalSetup) -> list[str]:
     """The kubectl commands that show discovery and a served value."""
     base = f"kubectl --kubeconfig {setup.kubeconfig} get --raw"
     group_version = f"/apis/{discovery.GROUP_VERSION}"
-    metric = f"{group_version}/namespaces/default/predicted_replicas"
-    return [f"{base} {group_version}", f"{base} '{metric}?labelSelector=target%3Dnginx'"]
+    namespace = f"{group_version}/namespaces/default"
+    target = "demo" if setup.source is not None else "nginx"
+    commands = [f"{base} {group_version}"]
+    commands.append(f"{base} '{namespace}/predicted_replicas?labelSelector=target%3D{target}'")
+    if setup.source is not None:
+        commands.append(f"{base} '{namespace}/predicted_requests_rate?labelSelector=target%3Ddemo'")
+    return commands
 
 
 def _discard_if_expiring(cert: Path, key: Path) -> bool:

@@ -7,8 +7,15 @@ paths; users are never labels.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+import adapter
 
 PREFIX = "predictive_metrics_adapter"
 
@@ -62,8 +69,71 @@ class Instrumentation:
             registry=self.registry,
         )
 
+    def watch(self, refresher: adapter.Refresher, store: adapter.PredictionStore) -> None:
+        """Expose per-target forecasting state, read from the refresher at scrape time."""
+        self.registry.register(_TargetCollector(refresher, store))
+
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
 
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+
+class _TargetCollector(Collector):
+    """Gauges per forecast target: predictions, actuals, realised error, age, failures."""
+
+    def __init__(self, refresher: adapter.Refresher, store: adapter.PredictionStore) -> None:
+        self._refresher = refresher
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        target = ["namespace", "target"]
+        signal = [*target, "signal"]
+
+        def family(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=labels)
+
+        replicas = family("predicted_replicas", "Desired replicas last published.", target)
+        predicted = family("predicted_load", "Forecast load at now + lead time.", signal)
+        actual = family("actual_load", "Newest observed load.", signal)
+        error = family(
+            "forecast_error_ratio",
+            "|actual - median forecast| / |actual| for the newest step that had been forecast.",
+            signal,
+        )
+        success = family(
+            "last_refresh_success_timestamp_seconds", "Last successful refresh.", target
+        )
+        failing = family("refresh_failing", "1 if the last refresh of the target failed.", target)
+        for status in self._refresher.status():
+            key = [status.namespace, status.name]
+            _add(replicas, key, status.predicted_replicas)
+            _add(success, key, status.last_success)
+            failing.add_metric(key, 1.0 if status.last_error else 0.0)
+            for name, value in status.predicted_load.items():
+                _add(predicted, [*key, name], value)
+            for name, value in status.actual_load.items():
+                _add(actual, [*key, name], value)
+            for name, value in status.forecast_error.items():
+                _add(error, [*key, name], value)
+        age = family(
+            "prediction_age_seconds",
+            "Age of each served prediction.",
+            ["namespace", "target", "metric"],
+        )
+        for ((namespace, name), metric), seconds in self._store.ages().items():
+            _add(age, [namespace, name, metric], seconds)
+        yield from (replicas, predicted, actual, error, success, failing, age)
+        report = self._refresher.last_report
+        if report is not None:
+            cycle = family("refresh_cycle_seconds", "Duration of the last refresh cycle.", [])
+            cycle.add_metric([], report.seconds)
+            queries = family("refresh_queries", "Queries sent in the last refresh cycle.", [])
+            queries.add_metric([], report.queries)
+            yield from (cycle, queries)
+
+
+def _add(family: GaugeMetricFamily, labels: list[str], value: float) -> None:
+    if not math.isnan(value):
+        family.add_metric(labels, value)

@@ -1,5 +1,5 @@
-"""The server's only Kubernetes API client: TokenReview, SubjectAccessReview, and the
-authentication ConfigMap.
+"""The server's only Kubernetes API client: TokenReview, SubjectAccessReview, the
+authentication ConfigMap, and (optionally) Kapacity-style result ConfigMaps.
 
 The official client is synchronous, so every call runs in a small dedicated thread pool and
 is awaited from the event loop; a slow API server delays only the requests that need a fresh
@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,6 +135,27 @@ class KubeAPI:
                 return None
             raise
         return dict(configmap.data or {})
+
+    async def write(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """Create or replace a ConfigMap (Kapacity-compatible results; `adapter.ResultWriter`)."""
+        body = kubernetes.client.V1ConfigMap(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels={"app.kubernetes.io/managed-by": "predictive-metrics-adapter"},
+            ),
+            data=dict(data),
+        )
+        try:
+            await self._call(
+                "ConfigMap replace", self._core.replace_namespaced_config_map, name, namespace, body
+            )
+        except KubeAPIError as exc:
+            if not (isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404):
+                raise
+            await self._call(
+                "ConfigMap create", self._core.create_namespaced_config_map, namespace, body
+            )
 
     async def _call(self, what: str, method: Callable[..., T], *args: Any) -> T:
         call = lambda: method(*args, _request_timeout=self._timeout)  # noqa: E731

@@ -12,12 +12,15 @@ the next tick with the previous material still in use; a task that dies makes /l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 import adapter
+import forecaster
 from apiservice import app as application, handlers, trust as trusting
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
@@ -45,6 +48,8 @@ class Server:
         settings: Settings,
         *,
         provider: adapter.ExternalMetricsProvider | None = None,
+        source: adapter.HistorySource | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.instrumentation = Instrumentation()
@@ -52,7 +57,26 @@ class Server:
             settings.kubernetes.kubeconfig, timeout=settings.kubernetes.request_timeout
         )
         self._static: adapter.StaticProvider | None = None
-        if provider is None:
+        self.refresher: adapter.Refresher | None = None
+        self._config_digest = ""
+        config_file = settings.provider.config_file
+        if provider is None and config_file is not None:
+            config = self._read_config()
+            model = forecaster.load_forecaster(settings.provider.model)
+            store = adapter.PredictionStore(clock)
+            self.refresher = adapter.Refresher(
+                source or adapter.PrometheusSource(settings.provider.prometheus),
+                model,
+                store,
+                ttl=settings.provider.prediction_ttl,
+                clock=clock,
+                concurrency=settings.provider.query_concurrency,
+                writer=self.kube,
+            )
+            self.refresher.configure(config)
+            self.instrumentation.watch(self.refresher, store)
+            provider = store
+        elif provider is None:
             self._static = adapter.StaticProvider(settings.provider.values_file)
             provider = self._static
         self.provider = provider
@@ -125,6 +149,14 @@ class Server:
             self._periodic(
                 "values-reload", self.settings.provider.reload_interval, self._reload_values
             )
+        if self.refresher is not None:
+            interval = self.settings.provider.refresh_interval
+            self._tasks["refresh"] = asyncio.create_task(
+                self.refresher.run(interval), name="refresh"
+            )
+            self._periodic(
+                "config-reload", self.settings.provider.reload_interval, self._reload_config
+            )
         self.health.checks["background-tasks"] = self._dead_tasks
         logger.info(
             "serving external.metrics.k8s.io/v1beta1 on https://%s:%d (Kubernetes API: %s)",
@@ -143,6 +175,8 @@ class Server:
             self._runner = None
         if self.kube is not None:
             self.kube.close()
+        if self.refresher is not None:
+            self.refresher.close()
 
     async def _load_trust(self) -> None:
         delay = 1.0
@@ -187,6 +221,38 @@ class Server:
         except adapter.InvalidConfiguration as exc:
             self.instrumentation.reload_failures.labels("values-file").inc()
             logger.error("keeping the current values: %s", exc)
+
+    def _read_config(self) -> adapter.AdapterConfig:
+        """Parse the config file (blocking); `ConfigError` lists every problem."""
+        path = self.settings.provider.config_file
+        assert path is not None
+        text = path.read_bytes()
+        try:
+            config = adapter.load_config(text, str(path))
+        except adapter.InvalidConfiguration as exc:
+            raise ConfigError([f"{exc.source}: {problem}" for problem in exc.problems]) from exc
+        self._config_digest = hashlib.sha256(text).hexdigest()
+        return config
+
+    async def _reload_config(self) -> None:
+        """Adopt a changed config file; a bad one is reported whole and the old one kept."""
+        assert self.refresher is not None
+        path = self.settings.provider.config_file
+        assert path is not None
+        text = await asyncio.to_thread(path.read_bytes)
+        digest = hashlib.sha256(text).hexdigest()
+        if digest == self._config_digest:
+            return
+        try:
+            config = adapter.load_config(text, str(path))
+        except adapter.InvalidConfiguration as exc:
+            self.instrumentation.reload_failures.labels("config").inc()
+            self._config_digest = digest  # report a broken file once, not every few seconds
+            logger.error("keeping the current configuration: %s", exc)
+            return
+        self._config_digest = digest
+        self.refresher.configure(config)
+        logger.info("configuration reloaded: %d forecast targets", len(config.targets))
 
     def _periodic(self, name: str, interval: float, tick: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:

@@ -4,7 +4,7 @@ Flags carry the names kube-apiserver gives the same options (``--secure-port``,
 ``--tls-cert-file``, ``--requestheader-client-ca-file``, ...), so that anyone who has
 configured an aggregated API server, or copies flags from prometheus-adapter or
 metrics-server, finds them where they expect. Durations are Go-style (``500ms``, ``10s``,
-``1m30s``) and become float seconds here, at the edge.
+``1m30s``, plus ``d`` for days) and become float seconds here, at the edge.
 
 `Settings.validate()` reports every problem at once. Nothing else in the server reads flags
 or the environment.
@@ -15,32 +15,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 from pathlib import Path
 
+from adapter import PrometheusSettings, parse_duration
 from apiservice.errors import ConfigError
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("plain", "json")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string such as ``1m30s`` or ``250ms``."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty duration")
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(text):
-        match = _DURATION_PART.match(text, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r} (use e.g. 500ms, 10s, 1m30s)")
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        position = match.end()
-    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,18 +157,54 @@ class KubernetesSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ProviderSettings:
-    """Where served values come from."""
+    """Where served values come from: forecasts (``--config``) or fixed values."""
+
+    config_file: Path | None = None
+    """Rules and forecast targets (see `adapter.config`); re-read when it changes."""
 
     values_file: Path | None = None
     """YAML file of fixed values (see `adapter.static`); re-read when it changes."""
 
     reload_interval: float = 5.0
-    """Seconds between checks of the values file."""
+    """Seconds between checks of the config or values file for changes."""
+
+    refresh_interval: float = 60.0
+    """Seconds between refreshes of every forecast. The HPA syncs every 15 s; forecasts on a
+    5-minute grid change meaningfully once a minute at most."""
+
+    prediction_ttl: float = 600.0
+    """Seconds a prediction is served after it was made; past that, 503. Long enough to ride
+    out a short Prometheus outage (nine missed refreshes), short enough that the HPA never
+    acts on a forecast made for another part of the day."""
+
+    model: Path | None = None
+    """Forecaster model folder (default: the pretrained model in the package)."""
+
+    query_concurrency: int = 8
+    """Prometheus requests in flight at once during a refresh."""
+
+    prometheus: PrometheusSettings = PrometheusSettings()
 
     def problems(self) -> list[str]:
         found = _file_problems("--values-file", self.values_file)
+        found += _file_problems("--config", self.config_file)
+        if self.config_file is not None and self.values_file is not None:
+            found.append("--config and --values-file: give one source of values, not both")
         if self.reload_interval <= 0:
             found.append("--values-reload-interval: must be positive")
+        if self.refresh_interval <= 0:
+            found.append("--refresh-interval: must be positive")
+        if self.prediction_ttl <= self.refresh_interval:
+            found.append(
+                f"--prediction-ttl ({self.prediction_ttl:g}s) must exceed --refresh-interval "
+                f"({self.refresh_interval:g}s), or every prediction expires before the next"
+            )
+        if self.model is not None and not self.model.is_dir():
+            found.append(f"--model: {self.model} is not a model folder")
+        if self.query_concurrency < 1:
+            found.append("--query-concurrency: must be at least 1")
+        if self.config_file is not None:
+            found += self.prometheus.problems()
         return found
 
 
@@ -273,8 +290,25 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     kube.add_argument("--kubernetes-request-timeout", type=_duration, default="10s")
 
     provider = parser.add_argument_group("values")
-    provider.add_argument("--values-file", type=Path)
+    provider.add_argument("--config", type=Path, help="rules and forecast targets (YAML)")
+    provider.add_argument("--values-file", type=Path, help="fixed values instead (YAML)")
     provider.add_argument("--values-reload-interval", type=_duration, default="5s")
+    provider.add_argument("--refresh-interval", type=_duration, default="1m")
+    provider.add_argument("--prediction-ttl", type=_duration, default="10m")
+    provider.add_argument("--model", type=Path, help="forecaster model folder")
+    provider.add_argument("--query-concurrency", type=int, default=8)
+
+    prom = parser.add_argument_group("prometheus")
+    prom.add_argument("--prometheus-url", default=PrometheusSettings.url)
+    prom.add_argument("--prometheus-ca-file", type=Path)
+    prom.add_argument("--prometheus-insecure-skip-verify", action="store_true")
+    prom.add_argument("--prometheus-client-tls-cert-file", type=Path)
+    prom.add_argument("--prometheus-client-tls-key-file", type=Path)
+    prom.add_argument("--prometheus-token-file", type=Path)
+    prom.add_argument("--prometheus-username")
+    prom.add_argument("--prometheus-password-file", type=Path)
+    prom.add_argument("--prometheus-timeout", type=_duration, default="10s")
+    prom.add_argument("--prometheus-retries", type=int, default=3)
 
     logs = parser.add_argument_group("logging")
     logs.add_argument("--log-level", default="info", choices=LOG_LEVELS)
@@ -312,7 +346,25 @@ def from_args(args: argparse.Namespace) -> Settings:
             kubeconfig=args.kubeconfig, request_timeout=args.kubernetes_request_timeout
         ),
         provider=ProviderSettings(
-            values_file=args.values_file, reload_interval=args.values_reload_interval
+            config_file=args.config,
+            values_file=args.values_file,
+            reload_interval=args.values_reload_interval,
+            refresh_interval=args.refresh_interval,
+            prediction_ttl=args.prediction_ttl,
+            model=args.model,
+            query_concurrency=args.query_concurrency,
+            prometheus=PrometheusSettings(
+                url=args.prometheus_url,
+                ca_file=args.prometheus_ca_file,
+                insecure_skip_verify=args.prometheus_insecure_skip_verify,
+                client_cert_file=args.prometheus_client_tls_cert_file,
+                client_key_file=args.prometheus_client_tls_key_file,
+                token_file=args.prometheus_token_file,
+                username=args.prometheus_username,
+                password_file=args.prometheus_password_file,
+                timeout=args.prometheus_timeout,
+                retries=args.prometheus_retries,
+            ),
         ),
         logs=LogSettings(level=args.log_level, format=args.log_format),
     )

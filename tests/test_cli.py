@@ -100,29 +100,30 @@ def local_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[s
 def test_local_prints_kubectl_commands_that_work(
     local_server: tuple[subprocess.Popen[str], list[str]], tmp_path: Path
 ) -> None:
+    """`make run`: the replayed trace goes through history, forecast and replicas to kubectl."""
     process, commands = local_server
-    assert len(commands) == 2, commands
-    discovery = subprocess.run(
-        shlex.split(commands[0]),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
-    assert discovery.returncode == 0, discovery.stderr
-    assert json.loads(discovery.stdout)["kind"] == "APIResourceList"
-    value = subprocess.run(
-        shlex.split(commands[1]),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=30,
-        check=False,
-    )
-    assert value.returncode == 0, value.stderr
-    (item,) = json.loads(value.stdout)["items"]
-    assert (item["metricName"], item["value"]) == ("predicted_replicas", "3")
+    assert len(commands) == 3, commands
+
+    def run(command: str) -> dict:
+        done = subprocess.run(
+            shlex.split(command),
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    resources = run(commands[0])["resources"]
+    assert [r["name"] for r in resources] == ["predicted_replicas", "predicted_requests_rate"]
+    (replicas,) = run(commands[1])["items"]
+    assert replicas["metricLabels"]["target"] == "demo"
+    assert 1 <= int(replicas["value"]) <= 20
+    (load,) = run(commands[2])["items"]
+    assert load["window"] == 900
+    assert float(load["value"].rstrip("m")) > 0
     process.send_signal(signal.SIGTERM)
     assert process.wait(15) == 0
 

@@ -1,0 +1,443 @@
+"""The adapter's configuration file: prometheus-adapter rules plus what to forecast.
+
+One YAML file (``--config``), strictly validated: unknown keys, bad values and impossible
+combinations are all collected, each with its YAML path, and reported together in one
+`InvalidConfiguration`. The seed's ``rules`` / ``externalRules`` are accepted unchanged (see
+`adapter.rules`); on top, ``forecasts`` lists the targets:
+
+```yaml
+forecasts:
+- name: nginx                      # DNS label; served as label target=nginx
+  namespace: default               # served in this namespace (the HPA's)
+  workload: {kind: StatefulSet, name: nginx}
+  traffic:                         # one or more load signals to forecast
+  - metric: nginx_ingress_controller_requests_rate   # a name the rules define...
+    selector: {ingress: nginx-server}
+  # - name: requests_rate           # ...or raw PromQL with a name of its own
+  #   query: 'sum(rate(http_requests_total{job="web"}[3m]))'
+  #   counter: false                # true: the query returns a raw counter; rate it here
+  resource:                        # learn usage ~ replicas + traffic from history...
+    query: 'sum(rate(container_cpu_usage_seconds_total{namespace="default",container="nginx"}[3m]))'
+    targetUtilization: 30          # percent of `request` per pod...
+    request: 1                     # ...(same unit as the query, e.g. cores)
+    # targetAverageValue: 0.3      # or the usage per pod at target directly
+  replicas:                        # ready replicas, for the resource policy's fit
+    query: 'sum(kube_statefulset_status_replicas_ready{namespace="default",statefulset="nginx"})'
+
+  # capacity: {perPod: 50}         # ...or state what one pod handles (one traffic signal)
+  step: 5m                         # model resolution (1m..1h)
+  history: 14d                     # history the model sees (at most 30d)
+  leadTime: 10m                    # capacity must be ready this far ahead (pod start-up)
+  minReplicas: 1
+  maxReplicas: 10
+  quantile: 0.9                    # the forecast quantile capacity is planned for
+  resultConfigMap: false           # also write Kapacity's <name>-result ConfigMap
+```
+
+Pure parsing: no I/O beyond the text it is given, no Prometheus, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from adapter import rules as rules_module
+from adapter.errors import InvalidConfiguration
+from adapter.selectors import validate_label
+from adapter.static import is_metric_name
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_METRIC_SUFFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_TOP_KEYS = frozenset({"rules", "externalRules", "resourceRules", "forecasts"})
+_TARGET_KEYS = frozenset(
+    {
+        "name", "namespace", "workload", "traffic", "resource", "replicas", "capacity", "step",
+        "history", "leadTime", "minReplicas", "maxReplicas", "quantile", "resultConfigMap",
+    }
+)  # fmt: skip
+MAX_HORIZON_STEPS = 48
+"""The forecaster's horizon: the lead time must fit in it."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``5m``, ``1h30m`` or ``14d``."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    if text == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION.match(text, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h30m, 14d)")
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class TrafficSignal:
+    """One load signal of a target; served as ``predicted_<name>``."""
+
+    name: str
+    metric: str | None = None
+    selector: tuple[tuple[str, str], ...] = ()
+    query: str | None = None
+    counter: bool = False
+
+    @property
+    def served_metric(self) -> str:
+        return f"predicted_{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourcePolicy:
+    """Learn per-pod usage from history; plan for `target` usage per pod."""
+
+    query: str
+    target: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityPolicy:
+    """One pod handles `per_pod` units of the (single) traffic signal."""
+
+    per_pod: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastTarget:
+    name: str
+    namespace: str
+    workload_kind: str
+    workload_name: str
+    traffic: tuple[TrafficSignal, ...]
+    resource: ResourcePolicy | None
+    replicas_query: str | None
+    capacity: CapacityPolicy | None
+    step: int
+    history: int
+    lead_time: int
+    min_replicas: int
+    max_replicas: int
+    quantile: float
+    result_configmap: bool
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels of the served predicted_replicas series (the HPA selects target=<name>)."""
+        return {
+            "target": self.name,
+            "workload": self.workload_name,
+            "workload_kind": self.workload_kind,
+        }
+
+    @property
+    def lead_steps(self) -> int:
+        return max(1, -(-self.lead_time // self.step))
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig:
+    rules: tuple[rules_module.MetricRule, ...]
+    targets: tuple[ForecastTarget, ...]
+
+    def served_metrics(self) -> list[str]:
+        names = {signal.served_metric for t in self.targets for signal in t.traffic}
+        if self.targets:
+            names.add("predicted_replicas")
+        return sorted(names)
+
+
+def load_config(text: bytes | str, source: str) -> AdapterConfig:
+    """Parse and validate; `InvalidConfiguration` lists every problem with its path."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidConfiguration(source, [f"not valid YAML: {exc}"]) from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise InvalidConfiguration(source, ["the file must be a mapping"])
+    problems = [f"{key}: unknown field" for key in document if key not in _TOP_KEYS]
+    loaded_rules = rules_module.load_rules(document, problems)
+    targets: list[ForecastTarget] = []
+    raw_targets = document.get("forecasts", [])
+    if not isinstance(raw_targets, list):
+        problems.append("forecasts: must be a list")
+        raw_targets = []
+    names: set[tuple[str, str]] = set()
+    for index, raw in enumerate(raw_targets):
+        target = _target(raw, f"forecasts[{index}]", problems)
+        if target is None:
+            continue
+        if (target.namespace, target.name) in names:
+            problems.append(
+                f"forecasts[{index}].name: {target.name!r} is used twice in namespace "
+                f"{target.namespace!r}"
+            )
+        names.add((target.namespace, target.name))
+        targets.append(target)
+    if problems:
+        raise InvalidConfiguration(source, problems)
+    return AdapterConfig(tuple(loaded_rules), tuple(targets))
+
+
+class _Reader:
+    """Typed field access that records a problem instead of raising."""
+
+    def __init__(self, raw: Mapping[str, Any], where: str, problems: list[str]) -> None:
+        self.raw, self.where, self.problems = raw, where, problems
+        self.failed = False
+
+    def problem(self, field: str, message: str) -> None:
+        self.problems.append(f"{self.where}.{field}: {message}")
+        self.failed = True
+
+    def string(
+        self, field: str, *, required: bool = True, pattern: re.Pattern[str] | None = None
+    ) -> str | None:
+        value = self.raw.get(field)
+        if value is None:
+            if required:
+                self.problem(field, "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(field, "must be a non-empty string")
+            return None
+        if pattern is not None and (len(value) > 63 or not pattern.fullmatch(value)):
+            self.problem(field, f"{value!r} must be a DNS-1123 label")
+            return None
+        return value
+
+    def number(
+        self, field: str, default: float | None, low: float, high: float, *, integer: bool = False
+    ) -> float | None:
+        value = self.raw.get(field, default)
+        if value is None:
+            self.problem(field, "is required")
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (integer and not isinstance(value, int))
+        ):
+            self.problem(field, f"must be {'a whole number' if integer else 'a number'}")
+            return None
+        if not low <= value <= high:
+            self.problem(field, f"{value} is outside [{low:g}, {high:g}]")
+            return None
+        return float(value)
+
+    def duration(self, field: str, default: str, low: float, high: float) -> int | None:
+        value = self.raw.get(field, default)
+        try:
+            seconds = parse_duration(str(value))
+        except ValueError as exc:
+            self.problem(field, str(exc))
+            return None
+        if not low <= seconds <= high:
+            self.problem(field, f"{value} is outside [{_human(low)}, {_human(high)}]")
+            return None
+        return round(seconds)
+
+    def mapping(self, field: str) -> Mapping[str, Any] | None:
+        value = self.raw.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problem(field, "must be a mapping")
+            return None
+        return value
+
+    def unknown(self, allowed: frozenset[str]) -> None:
+        for key in self.raw:
+            if key not in allowed:
+                self.problem(str(key), "unknown field")
+
+
+def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping")
+        return None
+    read = _Reader(raw, where, problems)
+    read.unknown(_TARGET_KEYS)
+    name = read.string("name", pattern=_DNS_LABEL)
+    namespace = read.string("namespace", pattern=_DNS_LABEL)
+    workload = read.mapping("workload") or {}
+    kind = workload.get("kind", "Deployment")
+    workload_name = workload.get("name", name)
+    for key in workload:
+        if key not in ("kind", "name"):
+            read.problem(f"workload.{key}", "unknown field")
+    for field, value in (("kind", kind), ("name", workload_name)):
+        if value is not None and (not isinstance(value, str) or validate_label("workload", value)):
+            read.problem(f"workload.{field}", f"{value!r} must be usable as a label value")
+    traffic = _traffic(raw.get("traffic"), f"{where}.traffic", read)
+    step = read.duration("step", "5m", 60, 3600)
+    history = read.duration("history", "14d", 3600, 30 * 86400)
+    lead = read.duration("leadTime", "10m", 0, 86400)
+    low = read.number("minReplicas", 1, 1, 100_000, integer=True)
+    high = read.number("maxReplicas", None, 1, 100_000, integer=True)
+    quantile = read.number("quantile", 0.9, 0.05, 0.95)
+    result = raw.get("resultConfigMap", False)
+    if not isinstance(result, bool):
+        read.problem("resultConfigMap", "must be true or false")
+    resource = _resource(read.mapping("resource"), read)
+    replicas = read.mapping("replicas")
+    replicas_query = None
+    if replicas is not None:
+        replicas_query = replicas.get("query")
+        if not isinstance(replicas_query, str) or not replicas_query.strip():
+            read.problem("replicas.query", "must be a PromQL query")
+        for key in replicas:
+            if key != "query":
+                read.problem(f"replicas.{key}", "unknown field")
+    capacity = _capacity(read.mapping("capacity"), read)
+    if resource is None and capacity is None and not read.failed:
+        read.problem("resource", "either resource (with replicas) or capacity is required")
+    if resource is not None and capacity is not None:
+        read.problem("capacity", "give either resource or capacity, not both")
+    if resource is not None and replicas_query is None:
+        read.problem("replicas", "a resource policy needs the ready-replicas query")
+    if capacity is not None and len(traffic) != 1:
+        read.problem("capacity", "applies to exactly one traffic signal")
+    if step is not None and lead is not None and lead > MAX_HORIZON_STEPS * step:
+        read.problem(
+            "leadTime",
+            f"must be at most {MAX_HORIZON_STEPS} steps ({_human(MAX_HORIZON_STEPS * step)})",
+        )
+    if low is not None and high is not None and high < low:
+        read.problem("maxReplicas", f"{high:g} is below minReplicas {low:g}")
+    if (
+        read.failed
+        or name is None
+        or namespace is None
+        or step is None
+        or history is None
+        or lead is None
+        or low is None
+        or high is None
+        or quantile is None
+    ):
+        return None
+    return ForecastTarget(
+        name=name,
+        namespace=namespace,
+        workload_kind=str(kind),
+        workload_name=str(workload_name),
+        traffic=tuple(traffic),
+        resource=resource,
+        replicas_query=replicas_query,
+        capacity=capacity,
+        step=step,
+        history=history,
+        lead_time=lead,
+        min_replicas=int(low),
+        max_replicas=int(high),
+        quantile=quantile,
+        result_configmap=bool(result),
+    )
+
+
+def _traffic(raw: Any, where: str, read: _Reader) -> list[TrafficSignal]:
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        read.problem("traffic", "must list at least one load signal")
+        return []
+    signals = []
+    for index, item in enumerate(raw):
+        here = f"traffic[{index}]"
+        if not isinstance(item, dict):
+            read.problem(here, "must be a mapping")
+            continue
+        for key in item:
+            if key not in ("name", "metric", "selector", "query", "counter"):
+                read.problem(f"{here}.{key}", "unknown field")
+        metric, query = item.get("metric"), item.get("query")
+        if (metric is None) == (query is None):
+            read.problem(here, "give exactly one of metric (from the rules) or query (PromQL)")
+            continue
+        selector = item.get("selector", {})
+        if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+            read.problem(f"{here}.selector", "must map label names to strings")
+            selector = {}
+        read.problems.extend(rules_module.label_problems(selector, f"{where}[{index}].selector"))
+        name = item.get("name", metric)
+        if (
+            not isinstance(name, str)
+            or not _METRIC_SUFFIX.fullmatch(name)
+            or not is_metric_name(f"predicted_{name}")
+        ):
+            read.problem(
+                f"{here}.name", f"{name!r} cannot name a metric (letters, digits, _ and :)"
+            )
+            continue
+        counter = item.get("counter", False)
+        if not isinstance(counter, bool):
+            read.problem(f"{here}.counter", "must be true or false")
+        if query is not None and (not isinstance(query, str) or not query.strip()):
+            read.problem(f"{here}.query", "must be a PromQL query")
+            continue
+        signals.append(
+            TrafficSignal(
+                name=name,
+                metric=metric if isinstance(metric, str) else None,
+                selector=tuple(sorted(selector.items())),
+                query=query,
+                counter=bool(counter),
+            )
+        )
+    served = [s.name for s in signals]
+    for duplicate in {n for n in served if served.count(n) > 1}:
+        read.problem("traffic", f"two signals are named {duplicate!r}; give one a name")
+    return signals
+
+
+def _resource(raw: Mapping[str, Any] | None, read: _Reader) -> ResourcePolicy | None:
+    if raw is None:
+        return None
+    sub = _Reader(raw, f"{read.where}.resource", read.problems)
+    sub.unknown(frozenset({"query", "targetUtilization", "request", "targetAverageValue"}))
+    query = sub.string("query")
+    if "targetAverageValue" in raw:
+        target = sub.number("targetAverageValue", None, 1e-12, 1e15)
+        if "targetUtilization" in raw or "request" in raw:
+            sub.problem(
+                "targetAverageValue",
+                "give either targetAverageValue or targetUtilization with request",
+            )
+    else:
+        utilization = sub.number("targetUtilization", None, 1, 100)
+        request = sub.number("request", None, 1e-12, 1e15)
+        target = utilization * request / 100 if utilization and request else None
+    read.failed |= sub.failed
+    if query is None or target is None:
+        return None
+    return ResourcePolicy(query=query, target=target)
+
+
+def _capacity(raw: Mapping[str, Any] | None, read: _Reader) -> CapacityPolicy | None:
+    if raw is None:
+        return None
+    sub = _Reader(raw, f"{read.where}.capacity", read.problems)
+    sub.unknown(frozenset({"perPod"}))
+    per_pod = sub.number("perPod", None, 1e-12, 1e15)
+    read.failed |= sub.failed
+    return CapacityPolicy(per_pod) if per_pod else None
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
