@@ -50,7 +50,7 @@ class History:
         newest = self.aligned(now)
         if self.end is None or newest - self.end >= self.length * self.step:
             return newest - (self.length - 1) * self.step, newest
-        if newest <= self.end - OVERLAP_STEPS * self.step:
+        if newest <= self.end:
             return None
         return max(
             self.end - OVERLAP_STEPS * self.step, newest - (self.length - 1) * self.step

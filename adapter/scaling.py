@@ -10,10 +10,10 @@ modelled from history as a per-replica base plus a cost per unit of each traffic
     U(t) = base * n(t) + sum_k cost_k * T_k(t)          (base, cost_k >= 0)
 
 fitted robustly (non-negative least squares, re-weighted to damp outliers) on all history
-but the last fifth, and checked on that last fifth: the fit is used when its held-out
-relative error is at most 25 % and it explains at least half of the variance. Per-pod usage
-with n pods is base + sum_k cost_k * T_k / n, so keeping it at or below the target usage per
-pod τ needs
+but the last fifth, and checked on that last fifth: the fit is used when its median relative
+error there is at most 25 % and it explains at least half of the (median-based) variance.
+Per-pod usage with n pods is base + sum_k cost_k * T_k / n, so keeping it at or below the
+target usage per pod τ needs
 
     replicas(t) = ceil( sum_k cost_k * T_k(t) / (τ - base) )      (τ > base)
 
@@ -78,12 +78,12 @@ def fit_usage(usage: np.ndarray, replicas: np.ndarray, traffic: np.ndarray) -> U
         coefficients = _robust_nonnegative_fit(design[:split], u[:split])
         predicted = design[split:] @ coefficients
         actual = u[split:]
-        scale = np.mean(np.abs(actual))
-        error = float(np.mean(np.abs(predicted - actual)) / scale) if scale > 0 else math.inf
-        variance = float(np.var(actual))
-        explained = (
-            1 - float(np.mean((predicted - actual) ** 2)) / variance if variance > 0 else 0.0
-        )
+        # Judged by medians, so that a few spikes in the held-out part do not fail a good fit.
+        scale = float(np.median(np.abs(actual)))
+        residual = predicted - actual
+        error = float(np.median(np.abs(residual))) / scale if scale > 0 else math.inf
+        spread = float(np.median((actual - np.median(actual)) ** 2))
+        explained = 1 - float(np.median(residual**2)) / spread if spread > 0 else 0.0
         if (
             error <= MAX_RELATIVE_ERROR
             and explained >= MIN_EXPLAINED

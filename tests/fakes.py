@@ -125,3 +125,36 @@ class FakeProvider:
         if self.error is not None:
             raise self.error
         return self.values
+
+
+@dataclasses.dataclass
+class FakeHistorySource:
+    """A Prometheus stand-in: query -> function of timestamps; records every range asked for."""
+
+    signals: dict[str, Any] = dataclasses.field(default_factory=dict)
+    series: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    calls: list[tuple[str, int, int, int]] = dataclasses.field(default_factory=list)
+    down: bool = False
+    now: float = 0.0
+
+    def query_range(self, query: str, start: int, end: int, step: int) -> list[Any]:
+        import numpy as np
+
+        from adapter.prometheus import QueryFailed, SourceUnavailable
+
+        if self.down:
+            raise SourceUnavailable("Prometheus at http://fake is unreachable: ConnectionError")
+        if query not in self.signals:
+            raise QueryFailed(f"unknown query {query!r}")
+        self.calls.append((query, start, end, step))
+        stamps = np.arange(start, min(end, int(self.now)) + 1, step, dtype=np.int64)
+        return (
+            [(stamps, np.asarray(self.signals[query](stamps), dtype=float))] if len(stamps) else []
+        )
+
+    def series_names(self, selector: str) -> list[str]:
+        from adapter.prometheus import SourceUnavailable
+
+        if self.down:
+            raise SourceUnavailable("Prometheus at http://fake is unreachable: ConnectionError")
+        return self.series.get(selector, [])

@@ -47,7 +47,8 @@ Series = tuple[str, Kind, Mapping[str, str], npt.NDArray[np.integer], npt.NDArra
 """(family, kind, labels, timestamps in seconds, values): one series of `write_openmetrics`."""
 
 MAX_POINTS = 11_000
-"""Prometheus rejects a range query with more points per series than this (HTTP 400)."""
+"""Prometheus answers a range query only if (end - start) / step <= this (11,001 points per
+series, both ends included); beyond, HTTP 400 "exceeded maximum resolution": chunk."""
 BLOCK_SECONDS = 18 * 3600
 """The block span promtool really uses for ``--max-block-duration=24h`` (it rounds down to
 the compaction ranges 2h, 6h, 18h, 54h, ...); blocks are aligned to multiples of it."""
@@ -565,9 +566,10 @@ class SeedWorkload:
     generator continued (`future()`) is exactly what a longer history would have held.
 
     `series()` gives the OpenMetrics input; `queries` the PromQL that recovers each signal.
-    At an evaluation time ``timestamps[k]`` (k >= 3) on the 1-minute grid, Prometheus 2.x
-    ``rate(...[3m])`` covers the samples k-3..k exactly, so it equals the mean of the signal
-    over steps k-3..k-1 (``trailing_mean``); the replicas query equals ``replicas`` exactly.
+    At an evaluation time ``timestamps[k]`` (k >= 3), Prometheus 2.x ``rate(...[3m])`` (three
+    steps, `rate_window`) covers the samples k-3..k exactly (both ends are included), so it
+    equals the mean of the signal over steps k-3..k-1: ``trailing_mean(rate, 3)[k]``, up to
+    the request counter's rounding to whole requests. The replicas query equals ``replicas``.
     Past the last sample Prometheus repeats the last value for 5 minutes (lookback delta).
     """
 
@@ -595,17 +597,23 @@ class SeedWorkload:
         return int(self.timestamps[-1]) + self.step
 
     @property
+    def rate_window(self) -> str:
+        """Three steps as a PromQL range (``3m`` at the 1-minute step)."""
+        return f"{3 * self.step // 60}m" if self.step % 20 == 0 else f"{3 * self.step}s"
+
+    @property
     def queries(self) -> dict[str, str]:
-        """PromQL for each signal: ``rate``, ``cpu`` and ``replicas``."""
-        ns = self.namespace
+        """PromQL for each signal: ``rate``, ``cpu`` and ``replicas`` (rate windows span three
+        steps: ``[3m]`` at the 1-minute step)."""
+        ns, window = self.namespace, self.rate_window
         return {
             "rate": (
                 "sum(rate(nginx_ingress_controller_requests_total"
-                f'{{namespace="{ns}",ingress="{self.ingress}"}}[3m]))'
+                f'{{namespace="{ns}",ingress="{self.ingress}"}}[{window}]))'
             ),
             "cpu": (
                 "sum(rate(container_cpu_usage_seconds_total"
-                f'{{namespace="{ns}",container="{self.workload}"}}[3m]))'
+                f'{{namespace="{ns}",container="{self.workload}"}}[{window}]))'
             ),
             "replicas": (
                 "sum(kube_statefulset_status_replicas_ready"

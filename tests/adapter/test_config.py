@@ -1,0 +1,162 @@
+"""The configuration file: the seed's rules as they are, forecast targets, strict errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapter import InvalidConfiguration, load_config, parse_duration
+
+SEED = """
+rules:
+- seriesQuery: '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'
+  seriesFilters: []
+  resources:
+    template: "<<.Resource>>"
+  name:
+    matches: ""
+    as: "nginx_ingress_controller_requests_rate"
+  metricsQuery: "round(sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>), 0.001)"
+forecasts:
+- name: nginx
+  namespace: default
+  workload: {kind: StatefulSet, name: nginx}
+  traffic:
+  - metric: nginx_ingress_controller_requests_rate
+    selector: {ingress: nginx-server}
+  resource:
+    query: 'sum(rate(container_cpu_usage_seconds_total{namespace="default",container="nginx"}[3m]))'
+    targetUtilization: 30
+    request: 1
+  replicas:
+    query: 'sum(kube_statefulset_status_replicas_ready{namespace="default",statefulset="nginx"})'
+  step: 5m
+  history: 14d
+  leadTime: 10m
+  minReplicas: 1
+  maxReplicas: 10
+"""
+
+
+def test_the_seed_configuration_loads() -> None:
+    config = load_config(SEED, "seed.yaml")
+    assert len(config.rules) == 1
+    (target,) = config.targets
+    assert (target.namespace, target.name, target.workload_kind) == (
+        "default",
+        "nginx",
+        "StatefulSet",
+    )
+    (signal,) = target.traffic
+    assert signal.served_metric == "predicted_nginx_ingress_controller_requests_rate"
+    assert signal.selector == (("ingress", "nginx-server"),)
+    assert target.resource is not None
+    assert target.resource.target == pytest.approx(0.3)
+    assert (target.step, target.history, target.lead_time, target.lead_steps) == (
+        300,
+        14 * 86400,
+        600,
+        2,
+    )
+    assert target.quantile == 0.9
+    assert target.labels == {"target": "nginx", "workload": "nginx", "workload_kind": "StatefulSet"}
+    assert config.served_metrics() == [
+        "predicted_nginx_ingress_controller_requests_rate",
+        "predicted_replicas",
+    ]
+
+
+def test_three_mistakes_are_reported_together_with_their_places() -> None:
+    broken = (
+        SEED.replace("leadTime: 10m", "leadTime: 10 minutes")
+        .replace("maxReplicas: 10", "maxReplicas: 0")
+        .replace("  step: 5m", "  step: 5m\n  colour: blue")
+    )
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(broken, "broken.yaml")
+    assert caught.value.problems == [
+        "forecasts[0].colour: unknown field",
+        "forecasts[0].leadTime: invalid duration '10 minutes' (use e.g. 30s, 5m, 1h30m, 14d)",
+        "forecasts[0].maxReplicas: 0 is outside [1, 100000]",
+    ]
+    assert "broken.yaml: 3 problem(s)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("leadTime: 10m", "leadTime: 5h"), "forecasts[0].leadTime: must be at most 48 steps (4h)"),
+        (
+            ("minReplicas: 1", "minReplicas: 20"),
+            "forecasts[0].maxReplicas: 10 is below minReplicas 20",
+        ),
+        (("  replicas:\n", "  notreplicas:\n"), "forecasts[0].replicas: a resource policy needs"),
+        (
+            ("name: nginx\n", "name: Nginx_1\n"),
+            "forecasts[0].name: 'Nginx_1' must be a DNS-1123 label",
+        ),
+        (("step: 5m", "step: 10s"), "forecasts[0].step: 10s is outside [1m, 1h]"),
+        (("selector: {ingress: nginx-server}", "selector: {in-gress: x}"), "selector"),
+        (
+            ("  resource:\n", "  capacity: {perPod: 5}\n  resource:\n"),
+            "give either resource or capacity",
+        ),
+        (("quantile", "quantile"), None),
+    ],
+)
+def test_each_rule_of_a_target(change: tuple[str, str], problem: str | None) -> None:
+    text = SEED.replace(*change)
+    if problem is None:
+        load_config(text, "ok.yaml")
+        return
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(text, "bad.yaml")
+    assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+def test_capacity_policy_with_a_raw_query() -> None:
+    config = load_config(
+        """
+forecasts:
+- name: web
+  namespace: shop
+  traffic: {name: requests, query: 'sum(rate(http_requests_total[2m]))'}
+  capacity: {perPod: 50}
+  maxReplicas: 30
+""",
+        "x",
+    )
+    (target,) = config.targets
+    assert target.capacity is not None
+    assert target.capacity.per_pod == 50
+    assert target.traffic[0].served_metric == "predicted_requests"
+    assert target.workload_name == "web"
+
+
+def test_two_signals_need_names_and_capacity_needs_one_signal() -> None:
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(
+            """
+forecasts:
+- name: web
+  namespace: shop
+  traffic:
+  - {name: a, query: q1}
+  - {name: a, query: q2}
+  capacity: {perPod: 50}
+  maxReplicas: 3
+""",
+            "x",
+        )
+    assert (
+        "forecasts[0].traffic: two signals are named 'a'; give one a name" in caught.value.problems
+    )
+    assert "forecasts[0].capacity: applies to exactly one traffic signal" in caught.value.problems
+
+
+def test_durations() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("14d") == 14 * 86400
+    assert parse_duration("500ms") == 0.5
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("5 minutes")

@@ -1,0 +1,224 @@
+"""The refresh path with a data-driven Prometheus stand-in and a virtual clock.
+
+(The same path against a real Prometheus is in tests/integration.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from adapter import (
+    EVERYTHING,
+    PredictionStore,
+    PredictionUnavailable,
+    Refresher,
+    load_config,
+    parse_selector,
+)
+from forecaster import Forecaster, load_forecaster
+from tests.fakes import FakeHistorySource
+
+DAY = 86400
+NOW = 1_790_000_000.0
+
+
+def daily_load(stamps: np.ndarray) -> np.ndarray:
+    return 200 + 150 * np.sin(2 * np.pi * (stamps % DAY) / DAY)
+
+
+CAPACITY = """
+forecasts:
+- name: web
+  namespace: shop
+  traffic: {name: requests, query: web_requests}
+  capacity: {perPod: 50}
+  leadTime: 15m
+  maxReplicas: 20
+"""
+
+
+@pytest.fixture(scope="module")
+def model() -> Forecaster:
+    return load_forecaster()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pipeline(
+    text: str, source: FakeHistorySource, model: Forecaster, clock: Clock, **kwargs: object
+) -> tuple[Refresher, PredictionStore]:
+    store = PredictionStore(clock)
+    refresher = Refresher(source, model, store, ttl=600, clock=clock, **kwargs)  # type: ignore[arg-type]
+    refresher.configure(load_config(text, "test"))
+    return refresher, store
+
+
+def value(
+    store: PredictionStore, metric: str, selector: str = "target=web", namespace: str = "shop"
+) -> float:
+    (item,) = store.get_values(namespace, metric, parse_selector(selector))
+    return float(item.value)
+
+
+def test_capacity_target_end_to_end_and_incremental_history(model: Forecaster) -> None:
+    clock = Clock(NOW)
+    source = FakeHistorySource(signals={"web_requests": daily_load}, now=NOW)
+    refresher, store = pipeline(CAPACITY, source, model, clock)
+    with pytest.raises(PredictionUnavailable, match="warming up"):
+        store.get_values("shop", "predicted_replicas", EVERYTHING)
+    report = asyncio.run(refresher.refresh())
+    assert (report.targets, report.failed, report.queries) == (1, 0, 1)
+    (query, start, end, step) = source.calls[0]
+    assert (end - start) // step + 1 == 14 * 288  # the whole window, first time
+    future = NOW - NOW % 300 + 300 * np.arange(1, 4)
+    need = int(np.ceil(daily_load(future).max() * 1.0 / 50))
+    replicas = value(store, "predicted_replicas")
+    assert need <= replicas <= need + 2  # the 0.9 quantile of a clean cycle, 15 min ahead
+    assert value(store, "predicted_requests") == pytest.approx(daily_load(future[-1:])[0], rel=0.05)
+    clock.now = source.now = NOW + 60
+    asyncio.run(refresher.refresh())  # nothing new on a 5-minute grid yet
+    clock.now = source.now = NOW + 600
+    asyncio.run(refresher.refresh())
+    (_, start, end, _) = source.calls[-1]
+    assert (end - start) // 300 + 1 <= 5  # after warm-up: a short query
+
+
+def test_outage_serves_the_last_prediction_until_it_expires_then_503(model: Forecaster) -> None:
+    clock = Clock(NOW)
+    source = FakeHistorySource(signals={"web_requests": daily_load}, now=NOW)
+    refresher, store = pipeline(CAPACITY, source, model, clock)
+    asyncio.run(refresher.refresh())
+    before = value(store, "predicted_replicas")
+    source.down = True
+    clock.now = source.now = NOW + 300
+    report = asyncio.run(refresher.refresh())
+    assert report.failed == 1
+    assert value(store, "predicted_replicas") == before  # still within the TTL
+    clock.now = source.now = NOW + 601
+    with pytest.raises(PredictionUnavailable, match="cannot read history .*unreachable") as caught:
+        store.get_values("shop", "predicted_replicas", parse_selector("target=web"))
+    assert caught.value.retry_after
+    source.down = False
+    asyncio.run(refresher.refresh())
+    assert value(store, "predicted_replicas") >= 1  # fresh again after one refresh
+
+
+def test_unknown_namespace_or_metric_is_404_not_503(model: Forecaster) -> None:
+    from adapter import MetricNotFound
+
+    refresher, store = pipeline(
+        CAPACITY,
+        FakeHistorySource(signals={"web_requests": daily_load}, now=NOW),
+        model,
+        Clock(NOW),
+    )
+    with pytest.raises(MetricNotFound):
+        store.get_values("other", "predicted_replicas", EVERYTHING)
+    with pytest.raises(MetricNotFound):
+        store.get_values("shop", "predicted_replicas", parse_selector("target=nobody"))
+    assert [m.name for m in store.list_metrics()] == ["predicted_replicas", "predicted_requests"]
+
+
+RESOURCE = """
+rules:
+- seriesQuery: '{__name__=~"^http_requests.*"}'
+  resources: {template: "<<.Resource>>"}
+  name: {matches: "^(.*)_total$", as: "${1}_rate"}
+  metricsQuery: "sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>)"
+forecasts:
+- name: api
+  namespace: shop
+  traffic: {metric: http_requests_rate, selector: {service: api}}
+  resource: {query: api_cpu, targetAverageValue: 0.5}
+  replicas: {query: api_ready}
+  leadTime: 10m
+  maxReplicas: 50
+  resultConfigMap: true
+"""
+RENDERED = 'sum(rate(http_requests_total{namespace="shop",service="api"}[3m])) by (service)'
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str, Mapping[str, str]]] = []
+
+    async def write(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        self.written.append((namespace, name, data))
+
+
+def test_rule_metric_resource_policy_and_kapacity_result(model: Forecaster) -> None:
+    ready = lambda t: np.ceil(daily_load(t) / 40)  # noqa: E731 - a reactive HPA's history
+    source = FakeHistorySource(
+        signals={
+            RENDERED: daily_load,
+            "api_cpu": lambda t: 0.05 * ready(t) + 0.002 * daily_load(t),
+            "api_ready": ready,
+        },
+        series={'{__name__=~"^http_requests.*"}': ["http_requests_total"]},
+        now=NOW,
+    )
+    writer = Writer()
+    refresher, store = pipeline(RESOURCE, source, model, Clock(NOW), writer=writer)
+    report = asyncio.run(refresher.refresh())
+    assert report.failed == 0, refresher.status()
+    (status,) = refresher.status()
+    assert status.policy == "resource/regression"
+    future = NOW - NOW % 300 + 300 * np.arange(1, 3)
+    need = int(np.ceil(0.002 * daily_load(future).max() / (0.5 - 0.05)))
+    assert need <= value(store, "predicted_replicas", "target=api") <= need + 1
+    assert value(store, "predicted_http_requests_rate", "service=api") > 0
+    ((namespace, name, data),) = writer.written
+    assert (namespace, name, data["type"]) == ("shop", "api-result", "TimeSeries")
+    series = json.loads(data["timeSeries"])
+    assert len(series) == 48
+    assert all(
+        key.isdigit() and isinstance(count, int) and 1 <= count <= 50
+        for key, count in series.items()
+    )
+    assert data["expireTime"].endswith("Z")
+
+
+def test_a_target_without_data_fails_alone(model: Forecaster) -> None:
+    text = (
+        CAPACITY
+        + """
+- name: empty
+  namespace: shop
+  traffic: {name: nothing, query: empty_query}
+  capacity: {perPod: 5}
+  maxReplicas: 3
+"""
+    )
+    source = FakeHistorySource(
+        signals={"web_requests": daily_load, "empty_query": lambda t: np.full(len(t), np.nan)},
+        now=NOW,
+    )
+    refresher, store = pipeline(text, source, model, Clock(NOW))
+    report = asyncio.run(refresher.refresh())
+    assert report.failed == 1
+    assert value(store, "predicted_replicas") >= 1
+    with pytest.raises(PredictionUnavailable, match="no data for nothing"):
+        store.get_values("shop", "predicted_replicas", parse_selector("target=empty"))
+
+
+def test_reconfiguring_keeps_history_of_unchanged_targets(model: Forecaster) -> None:
+    clock = Clock(NOW)
+    source = FakeHistorySource(signals={"web_requests": daily_load}, now=NOW)
+    refresher, _ = pipeline(CAPACITY, source, model, clock)
+    asyncio.run(refresher.refresh())
+    refresher.configure(load_config(CAPACITY.replace("maxReplicas: 20", "maxReplicas: 30"), "test"))
+    clock.now = source.now = NOW + 600
+    asyncio.run(refresher.refresh())
+    (_, start, end, _) = source.calls[-1]
+    assert (end - start) // 300 + 1 <= 5  # no full reload
