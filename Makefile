@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest control-plane format train bench-serve bench-forecast clean
+.PHONY: run test verify pytest control-plane format train bench-serve bench-forecast bench-refresh clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ train: $(STAMP)
 ## bench-forecast: accuracy vs the anchors on $(DATA), inference and loading costs
 bench-forecast: $(STAMP)
 	$(BIN)/python -m bench.forecast --data $(DATA)
+
+## bench-refresh: refresh cycles against a real Prometheus for 1, 100 and 1,000 targets
+bench-refresh: $(STAMP)
+	$(BIN)/python -m bench.refresh --targets 1,100,1000
 
 ## bench-serve: requests/s and latency of the metric GET over TLS (needs apache2-utils' ab)
 bench-serve: $(STAMP)

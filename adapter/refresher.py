@@ -10,8 +10,10 @@ Every cycle (``--refresh-interval``, default 1 min), for all forecast targets at
 3. **Plan**: the load at the configured quantile over [now, now + lead time] becomes desired
    replicas through the target's policy (`adapter.scaling`); the usage model of a resource
    policy is refitted from history every hour.
-4. **Publish** to the prediction store: values with ``expires_at = now + prediction TTL``, or
-   the reason a target failed (its previous values stay until they expire).
+4. **Publish** to the prediction store: values that expire one step plus the prediction TTL
+   after the newest history point they were made from (so an outage, which stops the data,
+   expires them), or the reason a target failed (its previous values stay until they expire).
+   A target with no new point since its last forecast is not forecast again.
 5. Optionally write Kapacity's ``<target>-result`` ConfigMap through a `ResultWriter`.
 
 A target's failure (Prometheus down, a query rejected, no data, no usable policy) never stops
@@ -92,6 +94,13 @@ class _State:
     status: TargetStatus = dataclasses.field(default_factory=lambda: TargetStatus("", ""))
     previous: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
     error: str = ""
+    planned_end: int | None = None
+    """The newest history point the published prediction was made from."""
+
+    def data_end(self) -> int | None:
+        """The newest point every history of the target holds (None before the first load)."""
+        ends = [history.end for history in self.histories.values()]
+        return None if any(end is None for end in ends) else min(e for e in ends if e is not None)
 
 
 class Refresher:
@@ -279,8 +288,8 @@ class Refresher:
         inputs: list[tuple[np.ndarray, np.ndarray]] = []
         owners: list[tuple[_State, TrafficSignal]] = []
         for state in states:
-            if state.error:
-                continue
+            if state.error or state.data_end() == state.planned_end:
+                continue  # failed, or nothing new since the last forecast
             signals = [
                 (signal, self._signal_history(state, signal)) for signal in state.target.traffic
             ]
@@ -316,13 +325,19 @@ class Refresher:
             except (scaling.PolicyUnavailable, forecaster.ForecasterError) as exc:
                 state.error = str(exc)
                 continue
+            end = state.data_end()
+            assert end is not None
+            state.planned_end = end
+            # Freshness follows the data, not the clock: when Prometheus stops answering, the
+            # newest point stops moving, and the prediction made from it expires.
+            expires_at = end + state.target.step + self._ttl
             published.extend(
-                (key, metric, value, now + self._ttl) for metric, value in values.items()
+                (key, metric, value, expires_at) for metric, value in values.items()
             )
             state.status.last_success = now
             state.status.last_error = ""
             if state.target.result_configmap and self._writer is not None:
-                writes.append(self._write_result(state.target, per_step, now))
+                writes.append(self._write_result(state.target, per_step, expires_at))
         self._store.publish(
             published, {(s.target.namespace, s.target.name): s.error for s in states if s.error}
         )
@@ -444,10 +459,10 @@ class Refresher:
         )
 
     async def _write_result(
-        self, target: ForecastTarget, per_step: list[tuple[int, int]], now: float
+        self, target: ForecastTarget, per_step: list[tuple[int, int]], expires_at: float
     ) -> None:
         assert self._writer is not None
-        expires = datetime.datetime.fromtimestamp(now + self._ttl, datetime.UTC)
+        expires = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
         series = {str(stamp): count for stamp, count in per_step}
         data = {
             "type": "TimeSeries",

@@ -301,19 +301,17 @@ def _format_values(values: FloatArray, decimals: int) -> tuple[list[str], str]:
 
 
 class _Tails:
-    """``"<suffix> <timestamp>\\n"`` strings, cached for the last timestamps seen (series of a
-    generator usually share one timestamps array)."""
+    """``"<suffix> <timestamp>\\n"`` strings, cached per suffix for the last timestamps seen
+    (the series of a generator share their timestamps)."""
 
     def __init__(self) -> None:
-        self._key: tuple[IntArray, str] | None = None
-        self._tails: list[str] = []
+        self._cache: dict[str, tuple[IntArray, list[str]]] = {}
 
     def get(self, ts: IntArray, a: int, b: int, suffix: str) -> list[str]:
-        key = self._key
-        if key is None or key[1] != suffix or not np.array_equal(key[0], ts):
-            self._key = (ts, suffix)
-            self._tails = [f"{suffix} {t}\n" for t in ts.tolist()]
-        return self._tails[a:b]
+        cached = self._cache.get(suffix)
+        if cached is None or not np.array_equal(cached[0], ts):
+            cached = self._cache[suffix] = (ts, [f"{suffix} {t}\n" for t in ts.tolist()])
+        return cached[1][a:b]
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -352,8 +350,14 @@ class PrometheusServer:
     dir already holds blocks, e.g. kept from an earlier run). The first `start()` backfills
     into `data_dir`, which must then be empty; later starts (`restart()`) reuse the port and
     the data. The process logs to ``prometheus.log`` in the data dir; it has no scrape job,
-    so what queries see is exactly the backfilled history. Start a server from a thread that
-    outlives it (the main thread): the kernel stops it when the starting thread exits.
+    so what queries see is exactly the backfilled history. `retention` must exceed the span
+    of the blocks (checked), or Prometheus deletes the oldest at startup.
+
+    About a minute after a start, Prometheus compacts the backfilled 18-hour blocks into
+    54-hour ones (14 days x 3,000 series at 1 minute: ~1 s of CPU, and the next query is cold,
+    ~0.35 s): a benchmark that times queries waits for the block count in `data_dir` to drop.
+    Start a server from a thread that outlives it (the main thread): the kernel stops it when
+    the starting thread exits.
     """
 
     def __init__(
@@ -363,14 +367,7 @@ class PrometheusServer:
         retention: str = "60d",
     ) -> None:
         self.data_dir = data_dir
-        if openmetrics is None:
-            self._inputs: list[Path] = []
-        elif isinstance(openmetrics, Path):
-            self._inputs = (
-                sorted(openmetrics.glob("*.om")) if openmetrics.is_dir() else [openmetrics]
-            )
-        else:
-            self._inputs = list(openmetrics)
+        self.openmetrics = openmetrics
         self.retention = retention
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -463,11 +460,18 @@ class PrometheusServer:
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._inputs:
+        history = self.openmetrics
+        if history is not None:
+            if isinstance(history, Path):
+                inputs = sorted(history.glob("*.om")) if history.is_dir() else [history]
+            else:
+                inputs = list(history)
+            if not inputs:
+                raise ValueError(f"no OpenMetrics input in {history}")
             if any(self.data_dir.iterdir()):
                 raise ValueError(f"backfill needs an empty data dir; {self.data_dir} is not")
             began = time.monotonic()
-            _backfill(self._inputs, self.data_dir)
+            _backfill(inputs, self.data_dir)
             self.backfill_seconds = time.monotonic() - began
         span = _blocks_span_seconds(self.data_dir)
         if span >= duration_seconds(self.retention):

@@ -105,7 +105,10 @@ def test_outage_serves_the_last_prediction_until_it_expires_then_503(model: Fore
     report = asyncio.run(refresher.refresh())
     assert report.failed == 1
     assert value(store, "predicted_replicas") == before  # still within the TTL
-    clock.now = source.now = NOW + 601
+    expiry = NOW - NOW % 300 + 300 + 600  # one step and the TTL after the newest point
+    clock.now = source.now = expiry - 1
+    assert value(store, "predicted_replicas") == before
+    clock.now = source.now = expiry
     with pytest.raises(PredictionUnavailable, match="cannot read history .*unreachable") as caught:
         store.get_values("shop", "predicted_replicas", parse_selector("target=web"))
     assert caught.value.retry_after
