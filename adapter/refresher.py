@@ -331,9 +331,7 @@ class Refresher:
             # Freshness follows the data, not the clock: when Prometheus stops answering, the
             # newest point stops moving, and the prediction made from it expires.
             expires_at = end + state.target.step + self._ttl
-            published.extend(
-                (key, metric, value, expires_at) for metric, value in values.items()
-            )
+            published.extend((key, metric, value, expires_at) for metric, value in values.items())
             state.status.last_success = now
             state.status.last_error = ""
             if state.target.result_configmap and self._writer is not None:
