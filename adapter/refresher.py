@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 REFIT_SECONDS = 3600
+FIT_SECONDS = 7 * 86400
+"""History the usage model is fitted on: a week holds every daily and weekly load level, and
+the resource and replica queries need not load the forecaster's full 14 days."""
 DISCOVERY_SECONDS = 600
 HORIZON = 48
 RESOURCE, READY = "resource", "replicas"
@@ -155,8 +158,13 @@ class Refresher:
                     and old.queries.get(name) != query
                 ):
                     reuse = False
+                size = (
+                    length
+                    if name.startswith("signal:")
+                    else min(length, FIT_SECONDS // target.step)
+                )
                 fresh.histories[name] = (
-                    old.histories[name] if reuse and old else History(target.step, length)
+                    old.histories[name] if reuse and old else History(target.step, max(2, size))
                 )
                 if query is not None:
                     fresh.queries[name] = query
@@ -419,7 +427,7 @@ class Refresher:
 
     def _fit(self, state: _State) -> scaling.UsageModel:
         target = state.target
-        span = target.history
+        span = min(target.history, FIT_SECONDS)
         usage = state.histories[RESOURCE].window(span)[1]
         ready = state.histories[READY].window(span)[1]
         traffic = np.vstack(

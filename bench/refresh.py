@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="1,100,1000")
     parser.add_argument("--warm-cycles", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8, help="--query-concurrency")
     args = parser.parse_args()
     counts = [int(n) for n in args.targets.split(",")]
     ensure_prometheus()
@@ -67,15 +68,28 @@ def main() -> None:
                 f"{'failed':>7} {'RSS MiB':>8}"
             )
             for count in counts:
+                print(f"{count} targets, {args.concurrency} queries in flight")
                 asyncio.run(
                     run(
-                        count, workloads[:count], prometheus.url, model, end - DAY, args.warm_cycles
+                        count,
+                        workloads[:count],
+                        prometheus.url,
+                        model,
+                        end - DAY,
+                        args.warm_cycles,
+                        args.concurrency,
                     )
                 )
 
 
 async def run(
-    count: int, workloads: list[SeedWorkload], url: str, model: Forecaster, now: int, warm: int
+    count: int,
+    workloads: list[SeedWorkload],
+    url: str,
+    model: Forecaster,
+    now: int,
+    warm: int,
+    concurrency: int,
 ) -> None:
     targets = []
     for w in workloads:
@@ -94,7 +108,9 @@ async def run(
     clock = [float(now)]
     store = adapter.PredictionStore(lambda: clock[0])
     source = adapter.PrometheusSource(adapter.PrometheusSettings(url=url, timeout=30))
-    refresher = adapter.Refresher(source, model, store, ttl=600, clock=lambda: clock[0])
+    refresher = adapter.Refresher(
+        source, model, store, ttl=600, clock=lambda: clock[0], concurrency=concurrency
+    )
     refresher.configure(config)
     try:
         for cycle in range(warm + 2):

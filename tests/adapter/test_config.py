@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 
 from adapter import InvalidConfiguration, load_config, parse_duration
+from tests.samples import SEED_RULES
 
-SEED = """
-rules:
-- seriesQuery: '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'
-  seriesFilters: []
-  resources:
-    template: "<<.Resource>>"
-  name:
-    matches: ""
-    as: "nginx_ingress_controller_requests_rate"
-  metricsQuery: "round(sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>), 0.001)"
+SEED = (
+    SEED_RULES
+    + """
 forecasts:
 - name: nginx
   namespace: default
@@ -35,6 +29,7 @@ forecasts:
   minReplicas: 1
   maxReplicas: 10
 """
+)
 
 
 def test_the_seed_configuration_loads() -> None:

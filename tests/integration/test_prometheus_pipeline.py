@@ -34,6 +34,7 @@ from tests.prometheus_harness import (
     seed_workload,
     write_openmetrics,
 )
+from tests.samples import SEED_RULES
 
 DAY = 86400
 STEP = 60
@@ -43,29 +44,22 @@ METRIC = (
     "?labelSelector=target%3Dnginx"
 )
 
-CONFIG = """
-rules:
-- seriesQuery: '{{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}}'
-  seriesFilters: []
-  resources:
-    template: "<<.Resource>>"
-  name:
-    matches: ""
-    as: "nginx_ingress_controller_requests_rate"
-  metricsQuery: "round(sum(rate(<<.Series>>{{<<.LabelMatchers>>}}[3m])) by (<<.GroupBy>>), 0.001)"
+CONFIG = (
+    SEED_RULES
+    + """
 forecasts:
 - name: nginx
   namespace: default
-  workload: {{kind: StatefulSet, name: nginx}}
+  workload: {kind: StatefulSet, name: nginx}
   traffic:
   - metric: nginx_ingress_controller_requests_rate
-    selector: {{ingress: nginx-server}}
+    selector: {ingress: nginx-server}
   resource:
-    query: '{cpu}'
+    query: 'CPU_QUERY'
     targetUtilization: 40
     request: 0.25
   replicas:
-    query: '{replicas}'
+    query: 'REPLICAS_QUERY'
   step: 5m
   history: 14d
   leadTime: 10m
@@ -73,6 +67,7 @@ forecasts:
   maxReplicas: 20
   quantile: 0.9
 """
+)
 
 
 class Clock:
@@ -98,7 +93,9 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]
     end = int(time.time()) // DAY * DAY - DAY  # whole days, all in the past
     workload = seed_workload(end - 15 * DAY, 15, STEP)
     write_openmetrics(directory / "history.om", workload.series())
-    config = CONFIG.format(cpu=workload.queries["cpu"], replicas=workload.queries["replicas"])
+    config = CONFIG.replace("CPU_QUERY", workload.queries["cpu"]).replace(
+        "REPLICAS_QUERY", workload.queries["replicas"]
+    )
     with PrometheusServer(directory / "data", directory / "history.om") as prometheus:
         yield Backfilled(prometheus, workload, end - DAY, config)
 

@@ -1,0 +1,14 @@
+"""Configuration text shared by tests: the seed's prometheus-adapter rule, as Kapacity's
+walk-through gives it (``prometheus-metrics-config.yaml``)."""
+
+SEED_RULES = """
+rules:
+- seriesQuery: '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'
+  seriesFilters: []
+  resources:
+    template: "<<.Resource>>"
+  name:
+    matches: ""
+    as: "nginx_ingress_controller_requests_rate"
+  metricsQuery: "round(sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>), 0.001)"
+"""
