@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest control-plane format train bench-serve bench-forecast bench-refresh clean
+.PHONY: run test verify pytest e2e control-plane format train bench-serve bench-forecast bench-refresh clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ verify: $(STAMP)
 
 pytest: $(STAMP) control-plane
 	$(BIN)/pytest
+
+## e2e: only the end-to-end tests (kube-apiserver, HPA controller, Prometheus), with their output
+e2e: $(STAMP) control-plane
+	$(BIN)/pytest tests/e2e -rP
 
 ## control-plane: etcd and kube-apiserver v1.20.2 for tests/e2e (built once per machine, ~5 min)
 control-plane:

@@ -9,7 +9,8 @@ daily period P = 86400 / step. "d days ago" for forecast step h means the value 
 ``d + (h // P)`` whole days before it, so every candidate only reads the past:
 
 - ``last``: the last observed value, flat;
-- ``day`` / ``week``: the values one day / one week earlier (seasonal naive);
+- ``day`` / ``week``: the values one day / one week earlier (seasonal naive), capped to the
+  band the other days of the week span, so that a one-off spike is not repeated;
 - ``*_adjusted``: the same shape moved to the current level (mean of the last `level_window`
   steps minus the mean of the matching steps in the reference);
 - ``median3_adjusted`` / ``median7_adjusted``: the per-step median of the last 3 / 7 days,
@@ -25,8 +26,8 @@ nearly exact, a drifting one favours the adjusted medians, a noisy flat one ``la
 absolute error of the daily seasonal naive method (falling back to the mean absolute
 step-to-step difference; a series that never changed is forecast flat), so a series of 0.003
 and one of 3,000,000 look alike, and the training loss is in the units the benchmark's MASE
-uses. Values are clipped at +-30 scale units
-so that a single spike cannot dominate.
+uses. The recent history the network reads is clipped at +-30 scale units, so that a single
+spike cannot dominate; the candidates are not clipped.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ import numpy as np
 from forecaster.config import ModelConfig
 
 CLIP = 30.0
+"""Bound on the recent history the network reads, in scale units (a spike cannot dominate)."""
+TARGET_CLIP = 1000.0
+"""Bound on training targets and in-context errors, in scale units: far enough that a
+predictable burst of a very regular series is kept whole, near enough to stay finite."""
 DAY = 86400
 WEEK = 7 * DAY
 
@@ -107,6 +112,8 @@ def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelCon
     pairs = [days_ago(days) for days in range(1, 8)]
     ahead = np.stack([pair[0] for pair in pairs], 1)  # (B, 7, H)
     before = np.stack([pair[1] for pair in pairs], 1)  # (B, 7, k)
+    single_ahead = {day: _within_others(ahead, day) for day in (0, 6)}
+    single_before = {day: _within_others(before, day) for day in (0, 6)}
 
     def adjusted(reference: np.ndarray, reference_before: np.ndarray) -> np.ndarray:
         shift = np.nan_to_num(level - _nanmean(reference_before, 1))
@@ -118,10 +125,10 @@ def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelCon
     shift7 = np.nan_to_num(level - _nanmean(median7[1], 1))
     bank = {
         "last": np.repeat(last[:, None], horizon, 1),
-        "day": ahead[:, 0],
-        "day_adjusted": adjusted(ahead[:, 0], before[:, 0]),
-        "week": ahead[:, 6],
-        "week_adjusted": adjusted(ahead[:, 6], before[:, 6]),
+        "day": single_ahead[0],
+        "day_adjusted": adjusted(single_ahead[0], single_before[0]),
+        "week": single_ahead[6],
+        "week_adjusted": adjusted(single_ahead[6], single_before[6]),
         "median3_adjusted": adjusted(*median3),
         "median7_adjusted": adjusted(*median7),
         "median7_damped": median7[0] + shift7[:, None] * damping[None, :],
@@ -129,6 +136,26 @@ def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelCon
     stacked = np.stack([bank[name] for name in config.candidates], 1)
     # A candidate without data at some step falls back to the last value there.
     return np.where(np.isnan(stacked), bank["last"][:, None, :], stacked)
+
+
+def _within_others(days: np.ndarray, day: int) -> np.ndarray:
+    """One reference day, capped to the band the other six days span, widened by that span.
+
+    A burst that recurs every day stays whole; a one-off spike on that single day (a deploy,
+    an incident) is cut down to what the other days make plausible. Days without data leave
+    the value as it is.
+    """
+    others = np.delete(days, day, axis=1)
+    seen = np.sum(~np.isnan(others), axis=1)
+    missing = np.isnan(others)
+    high = np.max(np.where(missing, -np.inf, others), axis=1)
+    low = np.min(np.where(missing, np.inf, others), axis=1)
+    usable = (seen >= 2) & ~np.isnan(days[:, day])
+    width = np.where(usable, high - low, 0.0)
+    capped = np.clip(
+        days[:, day], np.where(usable, low - width, -np.inf), np.where(usable, high + width, np.inf)
+    )
+    return np.where(usable, capped, days[:, day])
 
 
 def build(
@@ -167,9 +194,9 @@ def build(
     # Without a backtest every candidate counts as equally good.
     errors = np.where(has_backtest[:, None, None], errors, scale[:, None, None])
 
-    def scaled(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def scaled(array: np.ndarray, shape: tuple[int, ...], bound: float) -> np.ndarray:
         out = (array - center.reshape(shape)) / scale.reshape(shape)
-        return np.asarray(np.nan_to_num(np.clip(out, -CLIP, CLIP)), dtype=np.float32)
+        return np.asarray(np.nan_to_num(np.clip(out, -bound, bound)), dtype=np.float32)
 
     recent = values[:, -config.recent_window :]
     if recent.shape[1] < config.recent_window:
@@ -192,9 +219,11 @@ def build(
         1,
     ).astype(np.float32)
     return Features(
-        candidates=scaled(bank, (batch, 1, 1)),
-        errors=np.clip(errors / scale[:, None, None], 0, CLIP).astype(np.float32),
-        recent=scaled(recent, (batch, 1)),
+        # The forecast is a weighted mean of the candidates: they need no bound of their own
+        # (a regular series' burst can be hundreds of scale units high and must stay whole).
+        candidates=scaled(bank, (batch, 1, 1), np.inf),
+        errors=np.clip(errors / scale[:, None, None], 0, TARGET_CLIP).astype(np.float32),
+        recent=scaled(recent, (batch, 1), CLIP),
         context=context,
         center=center[:, None],
         scale=scale[:, None],

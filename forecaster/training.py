@@ -118,7 +118,9 @@ def make_dataset(
             built = features.build(block, step, last_times, config)
             scaled = (targets - built.center) / built.scale
             parts_features.append(built)
-            parts_targets.append(np.clip(scaled, -features.CLIP, features.CLIP).astype(np.float32))
+            parts_targets.append(
+                np.clip(scaled, -features.TARGET_CLIP, features.TARGET_CLIP).astype(np.float32)
+            )
         progress(
             f"  step {step:>4}s: {count} windows from {len(pools[0])} real, "
             f"{len(pools[1])} synthetic traces"

@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane on loopback: etcd and kube-apiserver v1.20.2.
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and
+kube-controller-manager (with the HPA controller) v1.20.2.
 
 The binaries come from `build_control_plane.sh` (built once per machine from Debian's source
 package into a cache outside the repository). The PKI is minted with this project's `certs`
@@ -189,6 +190,7 @@ class ControlPlane:
             60,
             "kube-apiserver ready",
         )
+        self._start_controller_manager()
         # kube-apiserver publishes its authentication settings for aggregated servers.
         self.wait_until(
             lambda: (
@@ -204,6 +206,30 @@ class ControlPlane:
             ),
             30,
             "extension-apiserver-authentication published",
+        )
+
+    def _start_controller_manager(self) -> None:
+        """The controllers the e2e tests need: the HPA (5 s sync), namespaces, deployments."""
+        config = self.kubeconfig("controller-manager", "system:kube-controller-manager", [])
+        d = self.dir
+        self.spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                f"--kubeconfig={config}",
+                f"--authentication-kubeconfig={config}",
+                f"--authorization-kubeconfig={config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--port=0",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={d / 'sa.key'}",
+                f"--root-ca-file={d / 'ca.crt'}",
+                "--controllers=serviceaccount,serviceaccount-token,namespace,garbagecollector,"
+                "deployment,replicaset,horizontalpodautoscaling",
+                "--horizontal-pod-autoscaler-sync-period=5s",
+            ],
         )
 
     def spawn(

@@ -88,3 +88,11 @@ def test_broken_item_list(folder: Path) -> None:
     (folder / ITEMS).write_text('{"a": "b"}')
     with pytest.raises(ArtifactError, match=f"{ITEMS}: must be a JSON object"):
         load_forecaster(folder)
+
+
+def test_the_model_configmap_in_deploy_is_the_shipped_model() -> None:
+    """deploy/base/model feeds the model ConfigMap; it must not drift from the package's."""
+    shipped = default_path()
+    deployed = Path(__file__).resolve().parents[2] / "deploy" / "base" / "model"
+    for name in (CHECKPOINT, CONFIG, ITEMS):
+        assert (deployed / name).read_bytes() == (shipped / name).read_bytes(), name
