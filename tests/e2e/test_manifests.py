@@ -1,0 +1,109 @@
+"""deploy/ and examples/ as kubectl renders them, accepted by the real kube-apiserver.
+
+The cluster is v1.20: it serves PodDisruptionBudget as policy/v1beta1 and HPA as
+autoscaling/v2beta2 (same schema as policy/v1 and autoscaling/v2, which the manifests use for
+current clusters), and has no cert-manager, whose kinds get minimal CRDs here so that the
+overlay's objects can be validated at all. Everything is a server-side dry run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import adapter
+from tests.e2e.cluster import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+FOR_1_20 = {"policy/v1": "policy/v1beta1", "autoscaling/v2": "autoscaling/v2beta2"}
+CERT_MANAGER_CRDS = [
+    {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.cert-manager.io"},
+        "spec": {
+            "group": "cert-manager.io",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates"))
+]
+
+
+def render(path: Path) -> list[dict]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def dry_run(cluster: ControlPlane, documents: list[dict]) -> None:
+    for document in documents:
+        document["apiVersion"] = FOR_1_20.get(document["apiVersion"], document["apiVersion"])
+    namespaces = [d for d in documents if d["kind"] == "Namespace"]
+    if namespaces:
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(namespaces))
+    done = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(documents), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(server dry run)") == len(documents), done.stdout
+
+
+@pytest.mark.parametrize(
+    "folder", ["deploy", "deploy/overlays/e2e", "deploy/overlays/cert-manager"]
+)
+def test_kustomizations_render_and_the_api_server_accepts_them(
+    cluster: ControlPlane, folder: str
+) -> None:
+    documents = render(ROOT / folder)
+    kinds = {d["kind"] for d in documents}
+    assert {"Deployment", "Service", "APIService", "ServiceAccount", "PodDisruptionBudget"} <= kinds
+    api_service = next(d for d in documents if d["kind"] == "APIService")
+    assert "insecureSkipTLSVerify" not in api_service["spec"]
+    if folder.endswith("cert-manager"):
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(CERT_MANAGER_CRDS))
+        cluster.wait_until(
+            lambda: (
+                cluster.kubectl("get", "certificates.cert-manager.io", "-A", check=False).returncode
+                == 0
+            ),
+            30,
+            "the cert-manager CRDs",
+        )
+    dry_run(cluster, documents)
+
+
+def test_the_seed_examples_are_accepted(cluster: ControlPlane) -> None:
+    documents = []
+    for path in sorted((ROOT / "examples" / "seed").glob("*.yaml")):
+        if path.name == "adapter-config.yaml":
+            config = adapter.load_config(path.read_text(), str(path))
+            assert [t.name for t in config.targets] == ["nginx"]
+            continue
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert {d["kind"] for d in documents} == {
+        "StatefulSet",
+        "Service",
+        "Ingress",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+    }
+    dry_run(cluster, documents)
