@@ -68,7 +68,6 @@ class Summary:
     wql: float
     exceedance: float
     cpu_ms: float
-    floored: int
     per_series: list[SeriesScore]
 
 
@@ -90,10 +89,8 @@ def origins(length: int) -> range:
 def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
     scores = [_score(trace, method) for trace in traces]
     relative: dict[int, float] = {}
-    floored = 0
     for horizon in HORIZONS:
         values = np.array([score.relative(horizon) for score in scores])
-        floored += int(np.sum(values < FLOOR))
         relative[horizon] = float(np.exp(np.mean(np.log(np.maximum(values, FLOOR)))))
     return Summary(
         method=name,
@@ -101,7 +98,6 @@ def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
         wql=float(np.mean([score.wql for score in scores])),
         exceedance=sum(s.exceed for s in scores) / max(1, sum(s.observed for s in scores)),
         cpu_ms=1000 * sum(s.cpu_seconds for s in scores) / max(1, sum(s.forecasts for s in scores)),
-        floored=floored,
         per_series=scores,
     )
 

@@ -17,7 +17,6 @@ the trained range are refused rather than guessed.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -213,10 +212,3 @@ def _interpolate(grid: np.ndarray, values: np.ndarray, requested: tuple[float, .
         weight = (q - grid[lower]) / (grid[upper] - grid[lower])
         out[row] = (1 - weight) * values[lower] + weight * values[upper]
     return out
-
-
-def timed_load(path: str | Path | None = None) -> tuple[Forecaster, float]:
-    """Load and report the seconds it took (the benchmark's 'loading' figure)."""
-    started = time.perf_counter()
-    forecaster = load_forecaster(path)
-    return forecaster, time.perf_counter() - started
