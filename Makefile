@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest e2e control-plane format train bench-serve bench-forecast bench-refresh clean
+.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev,bench,plot]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev,bench,plot,keda]'
 	touch $@
 
 ## run: serve the bundled demo values on https://127.0.0.1:$(PORT) and print kubectl commands
@@ -43,6 +43,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## proto: regenerate the gRPC code of KEDA's external scaler from its .proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+		apiservice/externalscaler/externalscaler.proto
+
 ## train: retrain the shipped model from the traces in $(DATA) (seeded; about a minute)
 train: $(STAMP)
 	$(BIN)/python -m forecaster train --data $(DATA) --out forecaster/default
@@ -54,6 +59,10 @@ bench-forecast: $(STAMP)
 ## bench-refresh: refresh cycles against a real Prometheus for 1, 100 and 1,000 targets
 bench-refresh: $(STAMP)
 	$(BIN)/python -m bench.refresh --targets 1,100,1000
+
+## bench-keda: KEDA external scaler GetMetrics calls/s and latency over TLS
+bench-keda: $(STAMP)
+	$(BIN)/python -m bench.keda
 
 ## bench-serve: requests/s and latency of the metric GET over TLS (needs apache2-utils' ab)
 bench-serve: $(STAMP)

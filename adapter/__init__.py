@@ -5,7 +5,7 @@ loop, the load-to-replicas policy and the prediction store, plus the static valu
 The API surface (`apiservice`) sees only what is re-exported here.
 """
 
-from adapter.api import ExternalMetricsProvider, MetricInfo, MetricValue
+from adapter.api import ExternalMetricsProvider, MetricInfo, MetricValue, TargetPredictions
 from adapter.config import AdapterConfig, load_config, parse_duration
 from adapter.errors import (
     AdapterError,
@@ -42,6 +42,7 @@ __all__ = [
     "ResultWriter",
     "Selector",
     "StaticProvider",
+    "TargetPredictions",
     "TargetStatus",
     "ValueTable",
     "is_metric_name",

@@ -72,3 +72,12 @@ class ExternalMetricsProvider(Protocol):
     def get_values(self, namespace: str, metric: str, selector: Selector) -> Sequence[MetricValue]:
         """The values of the matching series; raises instead of returning an empty list."""
         ...
+
+
+class TargetPredictions(Protocol):
+    """Predictions by forecast target, for KEDA's scalers (the API surface's second reader)."""
+
+    def target_values(self, namespace: str, name: str) -> Mapping[str, MetricValue]:
+        """Metric name -> value of one target; raises `MetricNotFound` (no such target) or
+        `PredictionUnavailable` (no fresh prediction), never returns a made-up value."""
+        ...

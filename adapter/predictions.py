@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from adapter.api import MetricInfo, MetricValue
 from adapter.config import AdapterConfig, ForecastTarget
-from adapter.errors import PredictionUnavailable
+from adapter.errors import MetricNotFound, PredictionUnavailable
 from adapter.selectors import Selector
 from adapter.store import LabelTable
 
@@ -109,6 +109,22 @@ class PredictionStore:
                 retry_after=30,
             )
         return [slot.value for slot in slots if slot.value is not None]
+
+    def target_values(self, namespace: str, name: str) -> dict[str, MetricValue]:
+        """Every served value of one target, metric name -> value (predicted_replicas first,
+        then the traffic signals in configured order)."""
+        now = self._clock()
+        slots = [slot for slot in self._slots.values() if slot.target == (namespace, name)]
+        if not slots:
+            raise MetricNotFound(f"no forecast target {name} in namespace {namespace}")
+        stale = [slot for slot in slots if slot.value is None or now >= slot.expires_at]
+        if stale:
+            reason = stale[0].reason or "the last prediction expired"
+            raise PredictionUnavailable(
+                f"no fresh prediction for target {name} in namespace {namespace} ({reason})",
+                retry_after=30,
+            )
+        return {slot.metric: slot.value for slot in slots if slot.value is not None}
 
     def ages(self) -> dict[tuple[TargetKey, str], float]:
         """Seconds since each held value was produced (nan when there is none)."""

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 import adapter
-from apiservice import authz, handlers
+from apiservice import authz, handlers, keda
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
 from apiservice.identity import User
@@ -40,6 +40,7 @@ METRIC_PATH = "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{met
 def build_app(
     *,
     provider: adapter.ExternalMetricsProvider,
+    predictions: adapter.TargetPredictions | None = None,
     authenticator: Authenticator,
     authorizer: Authorizer,
     instrumentation: Instrumentation,
@@ -69,6 +70,13 @@ def build_app(
             get("/metrics", handlers.prometheus_metrics),
         ]
     )
+    if predictions is not None:
+        app[keda.PREDICTIONS] = predictions
+        app.router.add_get(
+            "/predictions/v1/namespaces/{namespace}/targets/{target}",
+            keda.target_prediction,
+            name=authz.TARGET_ROUTE,
+        )
     return app
 
 

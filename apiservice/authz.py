@@ -32,6 +32,8 @@ GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
 METRIC_ROUTE = "metric-values"
 """Name of the route whose requests are resource requests."""
+TARGET_ROUTE = "target-prediction"
+"""KEDA's metrics-api route: reading a target's predictions is `get` on predicted_replicas."""
 
 _RESOURCE_VERBS = {
     "GET": "list",
@@ -53,6 +55,15 @@ def attributes_for(request: web.Request) -> Attributes:
             verb=_RESOURCE_VERBS.get(request.method, request.method.lower()),
             path=request.path,
             resource=match_info["metric"],
+            namespace=match_info["namespace"],
+            group=GROUP,
+            version=VERSION,
+        )
+    if match_info.route.name == TARGET_ROUTE:
+        return Attributes(
+            verb=_RESOURCE_VERBS.get(request.method, request.method.lower()).replace("list", "get"),
+            path=request.path,
+            resource="predicted_replicas",
             namespace=match_info["namespace"],
             group=GROUP,
             version=VERSION,

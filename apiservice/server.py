@@ -17,11 +17,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import grpc
 from aiohttp import web
 
 import adapter
 import forecaster
-from apiservice import app as application, handlers, trust as trusting
+from apiservice import app as application, handlers, keda, trust as trusting
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
 from apiservice.errors import ConfigError, KubeAPIError, TrustError
@@ -58,6 +59,9 @@ class Server:
         )
         self._static: adapter.StaticProvider | None = None
         self.refresher: adapter.Refresher | None = None
+        self.store: adapter.PredictionStore | None = None
+        self.grpc: grpc.aio.Server | None = None
+        self.grpc_port: int | None = None
         self._config_digest = ""
         config_file = settings.provider.config_file
         if provider is None and config_file is not None:
@@ -75,6 +79,7 @@ class Server:
             )
             self.refresher.configure(config)
             self.instrumentation.watch(self.refresher, store)
+            self.store = store
             provider = store
         elif provider is None:
             self._static = adapter.StaticProvider(settings.provider.values_file)
@@ -92,6 +97,7 @@ class Server:
         self.health = handlers.Health()
         self.app = application.build_app(
             provider=provider,
+            predictions=self.store,
             authenticator=Authenticator(
                 self.trust,
                 self.kube,
@@ -149,6 +155,8 @@ class Server:
             self._periodic(
                 "values-reload", self.settings.provider.reload_interval, self._reload_values
             )
+        if self.store is not None and self.settings.keda.grpc_port is not None:
+            await self._start_grpc(self.store)
         if self.refresher is not None:
             interval = self.settings.provider.refresh_interval
             self._tasks["refresh"] = asyncio.create_task(
@@ -165,11 +173,40 @@ class Server:
             self.kube.description if self.kube else "none",
         )
 
+    async def _start_grpc(self, store: adapter.PredictionStore) -> None:
+        keda_settings = self.settings.keda
+        tls = None
+        if not keda_settings.grpc_insecure:
+            serving = self.settings.serving
+            assert serving.tls_cert_file is not None
+            assert serving.tls_private_key_file is not None
+            tls = keda.GrpcTLS(
+                serving.tls_cert_file,
+                serving.tls_private_key_file,
+                keda_settings.grpc_client_ca_file,
+            )
+        address = f"{keda_settings.grpc_bind_address}:{keda_settings.grpc_port}"
+        self.grpc, self.grpc_port = await keda.start_grpc(store, address, tls)
+        logger.info(
+            "serving KEDA's external scaler on %s:%d (%s)",
+            keda_settings.grpc_bind_address,
+            self.grpc_port,
+            "plaintext"
+            if tls is None
+            else "TLS" + (", client certificates" if tls.client_ca_file else ""),
+        )
+
     async def stop(self) -> None:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        if self.grpc is not None:
+            held, self.grpc = [self.grpc], None
+            await held[0].stop(grace=1.0)
+            # gRPC's asyncio engine shuts down, joining a thread, when its last server object
+            # is released: release it in a worker thread, not on the event loop.
+            await asyncio.to_thread(held.clear)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -209,6 +209,30 @@ class ProviderSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class KedaSettings:
+    """KEDA's external scaler (gRPC), for clusters where KEDA owns the external metrics API."""
+
+    grpc_port: int | None = None
+    """Port of the gRPC external scaler; None (the default) serves none, 0 picks a free one."""
+
+    grpc_bind_address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
+
+    grpc_insecure: bool = False
+    """Serve gRPC without TLS. By default it uses the serving certificate, like the API."""
+
+    grpc_client_ca_file: Path | None = None
+    """Require client certificates signed by this CA (KEDA's ``tlsClientCert``)."""
+
+    def problems(self) -> list[str]:
+        found = _file_problems("--keda-grpc-client-ca-file", self.grpc_client_ca_file)
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            found.append(f"--keda-grpc-port: {self.grpc_port} is not a port number")
+        if self.grpc_insecure and self.grpc_client_ca_file is not None:
+            found.append("--keda-grpc-insecure and --keda-grpc-client-ca-file exclude each other")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     """debug logs every request (the access log); info logs start-up, reloads and errors."""
@@ -234,6 +258,7 @@ class Settings:
     authorization: AuthorizationSettings = AuthorizationSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     provider: ProviderSettings = ProviderSettings()
+    keda: KedaSettings = KedaSettings()
     logs: LogSettings = LogSettings()
 
     def validate(self) -> Settings:
@@ -243,8 +268,11 @@ class Settings:
             + self.authorization.problems()
             + self.kubernetes.problems()
             + self.provider.problems()
+            + self.keda.problems()
             + self.logs.problems()
         )
+        if self.keda.grpc_port is not None and self.provider.config_file is None:
+            problems.append("--keda-grpc-port serves forecast targets: it needs --config")
         if problems:
             raise ConfigError(problems)
         return self
@@ -310,6 +338,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     prom.add_argument("--prometheus-timeout", type=_duration, default="10s")
     prom.add_argument("--prometheus-retries", type=int, default=3)
 
+    keda = parser.add_argument_group("KEDA external scaler")
+    keda.add_argument("--keda-grpc-port", type=int)
+    keda.add_argument("--keda-grpc-bind-address", default=KedaSettings.grpc_bind_address)
+    keda.add_argument("--keda-grpc-insecure", action="store_true")
+    keda.add_argument("--keda-grpc-client-ca-file", type=Path)
+
     logs = parser.add_argument_group("logging")
     logs.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     logs.add_argument("--log-format", default="plain", choices=LOG_FORMATS)
@@ -365,6 +399,12 @@ def from_args(args: argparse.Namespace) -> Settings:
                 timeout=args.prometheus_timeout,
                 retries=args.prometheus_retries,
             ),
+        ),
+        keda=KedaSettings(
+            grpc_port=args.keda_grpc_port,
+            grpc_bind_address=args.keda_grpc_bind_address,
+            grpc_insecure=args.keda_grpc_insecure,
+            grpc_client_ca_file=args.keda_grpc_client_ca_file,
         ),
         logs=LogSettings(level=args.log_level, format=args.log_format),
     )
