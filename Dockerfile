@@ -23,7 +23,7 @@ COPY forecaster ./forecaster
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0"; \
     fi \
- && pip install -c constraints.txt . \
+ && pip install -c constraints.txt ".[keda]" \
  && python -c "import forecaster; forecaster.load_forecaster()"
 
 FROM ${PYTHON_IMAGE}

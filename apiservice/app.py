@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 import adapter
-from apiservice import authz, handlers, keda
+from apiservice import authz, handlers
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
 from apiservice.identity import User
@@ -71,10 +71,10 @@ def build_app(
         ]
     )
     if predictions is not None:
-        app[keda.PREDICTIONS] = predictions
+        app[handlers.PREDICTIONS] = predictions
         app.router.add_get(
             "/predictions/v1/namespaces/{namespace}/targets/{target}",
-            keda.target_prediction,
+            handlers.target_prediction,
             name=authz.TARGET_ROUTE,
         )
     return app

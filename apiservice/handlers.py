@@ -42,6 +42,8 @@ class Health:
 
 
 PROVIDER = web.AppKey("provider", adapter.ExternalMetricsProvider)
+PREDICTIONS = web.AppKey("predictions", adapter.TargetPredictions)
+REPLICAS = "predicted_replicas"
 INSTRUMENTATION = web.AppKey("instrumentation", Instrumentation)
 HEALTH = web.AppKey("health", Health)
 
@@ -79,6 +81,27 @@ async def metric_values(request: web.Request) -> web.Response:
             "items": items,
         }
     )
+
+
+async def target_prediction(request: web.Request) -> web.Response:
+    """metrics-api: one target's predictions as JSON (point `valueLocation` at a field)."""
+    discovery.require_json(request)
+    namespace, target = request.match_info["namespace"], request.match_info["target"]
+    values = request.app[PREDICTIONS].target_values(namespace, target)
+    replicas = values[REPLICAS]
+    body = {
+        "namespace": namespace,
+        "target": target,
+        "predicted_replicas": int(replicas.value),
+        "predicted_load": {
+            name.removeprefix("predicted_"): float(value.value)
+            for name, value in values.items()
+            if name != REPLICAS
+        },
+        "timestamp": rfc3339(replicas.timestamp),
+        "window": replicas.window,
+    }
+    return json_response(body)
 
 
 async def resource_list(request: web.Request) -> web.Response:

@@ -8,7 +8,11 @@ its own APIService; KEDA then reads the predictions through one of its own scale
   (re-read on rotation) and, with ``--keda-grpc-client-ca-file``, client certificates
   required;
 - **metrics-api** (HTTPS JSON): ``GET /predictions/v1/namespaces/{ns}/targets/{target}`` on the
-  main listener, authenticated and authorized like the metric endpoint.
+  main listener, authenticated and authorized like the metric endpoint
+  (`apiservice.handlers.target_prediction`).
+
+gRPC is an optional extra (``keda``): only this module imports it, and only when the gRPC port
+is configured is this module imported.
 
 Trigger metadata (the ScaledObject trigger's ``metadata``; other keys such as ``scalerAddress``
 are ignored): ``target`` (the forecast target, required; looked up in the ScaledObject's
@@ -33,19 +37,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
-from aiohttp import web
 
 import adapter
-from apiservice import discovery
 from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
-from apiservice.handlers import rfc3339
-from apiservice.status import json_response
 
 logger = logging.getLogger(__name__)
 
 REPLICAS = "predicted_replicas"
 Context = grpc.aio.ServicerContext[Any, Any]
-PREDICTIONS = web.AppKey("predictions", adapter.TargetPredictions)
 STREAM_POLL_SECONDS = 1.0
 """How often a StreamIsActive stream re-checks the prediction (it sends only on a change)."""
 
@@ -236,24 +235,3 @@ async def start_grpc(
         port = server.add_secure_port(address, await asyncio.to_thread(credentials, tls))
     await server.start()
     return server, port
-
-
-async def target_prediction(request: web.Request) -> web.Response:
-    """metrics-api: one target's predictions as JSON (point `valueLocation` at a field)."""
-    discovery.require_json(request)
-    namespace, target = request.match_info["namespace"], request.match_info["target"]
-    values = request.app[PREDICTIONS].target_values(namespace, target)
-    replicas = values[REPLICAS]
-    body = {
-        "namespace": namespace,
-        "target": target,
-        "predicted_replicas": int(replicas.value),
-        "predicted_load": {
-            name.removeprefix("predicted_"): float(value.value)
-            for name, value in values.items()
-            if name != REPLICAS
-        },
-        "timestamp": rfc3339(replicas.timestamp),
-        "window": replicas.window,
-    }
-    return json_response(body)

@@ -16,13 +16,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import grpc
 from aiohttp import web
 
 import adapter
 import forecaster
-from apiservice import app as application, handlers, keda, trust as trusting
+from apiservice import app as application, handlers, trust as trusting
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
 from apiservice.errors import ConfigError, KubeAPIError, TrustError
@@ -60,7 +60,7 @@ class Server:
         self._static: adapter.StaticProvider | None = None
         self.refresher: adapter.Refresher | None = None
         self.store: adapter.PredictionStore | None = None
-        self.grpc: grpc.aio.Server | None = None
+        self.grpc: Any = None  # grpc.aio.Server, when the KEDA scaler runs (optional extra)
         self.grpc_port: int | None = None
         self._config_digest = ""
         config_file = settings.provider.config_file
@@ -174,6 +174,8 @@ class Server:
         )
 
     async def _start_grpc(self, store: adapter.PredictionStore) -> None:
+        from apiservice import keda  # gRPC is the optional `keda` extra
+
         keda_settings = self.settings.keda
         tls = None
         if not keda_settings.grpc_insecure:

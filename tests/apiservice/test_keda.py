@@ -266,3 +266,24 @@ def test_grpc_metrics_api_and_apiservice_agree(running: Running, pki: PKI) -> No
             "predicted_replicas"
         ]
     assert grpc_value.metricValueFloat == metrics_api == replicas_via_api(running, pki)
+
+
+def test_the_server_runs_without_the_grpc_extra() -> None:
+    """gRPC is the optional `keda` extra: the server must import and serve without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class NoGrpc:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'grpc' or name.startswith('grpc.'):\n"
+        "            raise ImportError('grpc is not installed')\n"
+        "sys.meta_path.insert(0, NoGrpc())\n"
+        "import apiservice.server, apiservice.__main__\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
