@@ -132,6 +132,8 @@ def read_csv(path: Path, name: str | None = None) -> Series:
 
 def read_folder(folder: Path) -> list[Series]:
     """Every CSV below `folder`, named by its path relative to it (without the suffix)."""
+    if not folder.is_dir():
+        raise InvalidSeries(f"{folder}: no such folder")
     paths = sorted(folder.rglob("*.csv"))
     if not paths:
         raise InvalidSeries(f"{folder}: no CSV files")

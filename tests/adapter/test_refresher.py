@@ -22,6 +22,7 @@ from adapter import (
 )
 from forecaster import Forecaster, load_forecaster
 from tests.fakes import FakeHistorySource
+from tests.samples import WEB_TARGET
 
 DAY = 86400
 NOW = 1_790_000_000.0
@@ -31,15 +32,7 @@ def daily_load(stamps: np.ndarray) -> np.ndarray:
     return 200 + 150 * np.sin(2 * np.pi * (stamps % DAY) / DAY)
 
 
-CAPACITY = """
-forecasts:
-- name: web
-  namespace: shop
-  traffic: {name: requests, query: web_requests}
-  capacity: {perPod: 50}
-  leadTime: 15m
-  maxReplicas: 20
-"""
+CAPACITY = WEB_TARGET
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,10 @@ from apiservice.settings import ProviderSettings
 from tests.fakes import FakeHistorySource
 from tests.harness import Client, settings_for
 from tests.pki import PKI
+from tests.samples import WEB_TARGET
 
 NOW = 1_790_000_000.0
-CONFIG = """
-forecasts:
-- name: web
-  namespace: shop
-  traffic: {name: requests, query: web_requests}
-  capacity: {perPod: 50}
-  leadTime: 15m
-  maxReplicas: 20
-"""
+CONFIG = WEB_TARGET
 
 
 def test_predictions_and_per_target_gauges(

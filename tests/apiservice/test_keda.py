@@ -20,22 +20,18 @@ from apiservice.settings import KedaSettings, ProviderSettings
 from tests.fakes import FakeHistorySource, FakeKube
 from tests.harness import Client, LoopThread, settings_for
 from tests.pki import PKI
+from tests.samples import WEB_TARGET
 
 NOW = 1_790_000_000.0
-CONFIG = """
-forecasts:
-- name: web
-  namespace: shop
-  traffic: {name: requests, query: web_requests}
-  capacity: {perPod: 50}
-  leadTime: 15m
-  maxReplicas: 20
-- name: silent
+CONFIG = (
+    WEB_TARGET
+    + """- name: silent
   namespace: shop
   traffic: {name: requests, query: nothing}
   capacity: {perPod: 50}
   maxReplicas: 3
 """
+)
 
 
 class Clock:

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def adapter_command(port: int, tls: Path, kubeconfig: Path, *flags: str) -> list[str]:
+    """The adapter as a process on loopback: serving cert from `tls`, cluster access from
+    `kubeconfig`, and what else `flags` add (a provider, logging)."""
+    return [
+        sys.executable,
+        "-m",
+        "apiservice",
+        "serve",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        str(port),
+        "--tls-cert-file",
+        str(tls / "tls.crt"),
+        "--tls-private-key-file",
+        str(tls / "tls.key"),
+        "--kubeconfig",
+        str(kubeconfig),
+        *flags,
+    ]
 
 
 def binaries() -> Path:
@@ -105,7 +128,13 @@ class ControlPlane:
         issued = issuing.issue_client(self.ca, user, groups, valid_for=DAY)
         cert, key = self.dir / f"{name}.crt", self.dir / f"{name}.key"
         files.write_issued(issued, cert, key)
-        path = self.dir / f"{name}.kubeconfig"
+        return self.write_kubeconfig(
+            self.dir / f"{name}.kubeconfig",
+            {"client-certificate": str(cert), "client-key": str(key)},
+        )
+
+    def write_kubeconfig(self, path: Path, user: dict[str, str]) -> Path:
+        """Write a kubeconfig for this cluster with `user`'s credentials (cert files or token)."""
         path.write_text(
             json.dumps(
                 {
@@ -120,14 +149,11 @@ class ControlPlane:
                             },
                         }
                     ],
-                    "users": [
-                        {
-                            "name": name,
-                            "user": {"client-certificate": str(cert), "client-key": str(key)},
-                        }
+                    "users": [{"name": "user", "user": user}],
+                    "contexts": [
+                        {"name": "local", "context": {"cluster": "local", "user": "user"}}
                     ],
-                    "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
-                    "current-context": name,
+                    "current-context": "local",
                 }
             )
         )

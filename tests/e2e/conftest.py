@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, control_plane, free_port
+from tests.e2e.cluster import ControlPlane, adapter_command, control_plane, free_port
 
 NAMESPACE, SERVICE = "predictive-metrics", "predictive-metrics-adapter"
 VALUES = """
@@ -79,26 +79,8 @@ def adapter(
         f"--serviceaccount={NAMESPACE}:{SERVICE}",
         check=False,
     )
-    kubeconfig = directory / "adapter.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "a",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": cluster.url,
-                            "certificate-authority": str(cluster.dir / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": token(cluster, NAMESPACE, SERVICE)}}],
-                "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u"}}],
-            }
-        )
+    kubeconfig = cluster.write_kubeconfig(
+        directory / "adapter.kubeconfig", {"token": token(cluster, NAMESPACE, SERVICE)}
     )
     tls = directory / "tls"
     made = subprocess.run(
@@ -131,26 +113,9 @@ def adapter(
     values.write_text(VALUES)
     cluster.spawn(
         "adapter",
-        [
-            sys.executable,
-            "-m",
-            "apiservice",
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            str(port),
-            "--tls-cert-file",
-            str(tls / "tls.crt"),
-            "--tls-private-key-file",
-            str(tls / "tls.key"),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--values-file",
-            str(values),
-            "--log-level",
-            "debug",
-        ],
+        adapter_command(
+            port, tls, kubeconfig, "--values-file", str(values), "--log-level", "debug"
+        ),
     )
     # The aggregator dials https://<externalName>:<APIService port>, with TLS server name
     # <service>.<namespace>.svc (checked against caBundle).

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.e2e.cluster import ControlPlane, free_port
+from tests.e2e.cluster import ControlPlane, adapter_command, free_port
 from tests.prometheus_harness import PrometheusServer, ensure_prometheus, write_openmetrics
 from tests.samples import SEED_RULES
 
@@ -131,28 +131,17 @@ def scenario(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
             + target("nginx-after", "nginx-server-after")
         )
         kubeconfig = _service_account_kubeconfig(cluster, directory)
-        command = [
-            sys.executable,
-            "-m",
-            "apiservice",
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            str(port),
-            "--tls-cert-file",
-            str(directory / "tls" / "tls.crt"),
-            "--tls-private-key-file",
-            str(directory / "tls" / "tls.key"),
-            "--kubeconfig",
-            str(kubeconfig),
+        command = adapter_command(
+            port,
+            directory / "tls",
+            kubeconfig,
             "--config",
             str(config),
             "--prometheus-url",
             prometheus.url,
             "--refresh-interval",
             "20s",
-        ]
+        )
         cluster.spawn("adapter", command)
         cluster.wait_until(
             lambda: (
@@ -235,28 +224,7 @@ def _service_account_kubeconfig(cluster: ControlPlane, directory: Path) -> Path:
     token = cluster.kubectl(
         "-n", "predictive-metrics", "create", "token", "predictive-metrics-adapter"
     ).stdout.strip()
-    path = directory / "adapter.kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "a",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": cluster.url,
-                            "certificate-authority": str(cluster.dir / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": token}}],
-                "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u"}}],
-            }
-        )
-    )
-    return path
+    return cluster.write_kubeconfig(directory / "adapter.kubeconfig", {"token": token})
 
 
 def predicted(cluster: ControlPlane, name: str) -> int:

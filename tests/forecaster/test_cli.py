@@ -84,6 +84,17 @@ def test_predict_reports_bad_input_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("empty", [False, True])
+def test_backtest_names_a_missing_or_empty_folder(tmp_path: Path, empty: bool) -> None:
+    folder = tmp_path / "traces"
+    if empty:
+        folder.mkdir()
+    done = run("backtest", str(folder))
+    assert done.returncode == 1
+    assert f"{folder}: {'no CSV files' if empty else 'no such folder'}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_backtest_prints_the_table_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     for seed in range(2):
