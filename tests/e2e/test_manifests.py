@@ -97,7 +97,8 @@ def dry_run(cluster: ControlPlane, documents: list[dict]) -> None:
 
 
 @pytest.mark.parametrize(
-    "folder", ["deploy", "deploy/overlays/e2e", "deploy/overlays/cert-manager"]
+    "folder",
+    ["deploy", "deploy/overlays/e2e", "deploy/overlays/cert-manager", "deploy/overlays/keda"],
 )
 def test_kustomizations_render_and_the_api_server_accepts_them(
     cluster: ControlPlane, folder: str
