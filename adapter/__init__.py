@@ -14,7 +14,7 @@ from adapter.errors import (
     MetricNotFound,
     PredictionUnavailable,
 )
-from adapter.predictions import PredictionStore
+from adapter.predictions import REPLICAS, PredictionStore
 from adapter.prometheus import HistorySource, PrometheusSettings, PrometheusSource
 from adapter.refresher import Refresher, ResultWriter, TargetStatus
 from adapter.replay import ReplaySource
@@ -24,6 +24,7 @@ from adapter.store import ValueTable
 
 __all__ = [
     "EVERYTHING",
+    "REPLICAS",
     "AdapterConfig",
     "AdapterError",
     "ExternalMetricsProvider",

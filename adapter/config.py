@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import yaml
@@ -49,11 +49,10 @@ import yaml
 from adapter import rules as rules_module
 from adapter.errors import InvalidConfiguration
 from adapter.selectors import validate_label
-from adapter.static import is_metric_name
+from adapter.static import is_dns_label, is_metric_name
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _METRIC_SUFFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _TOP_KEYS = frozenset({"rules", "externalRules", "resourceRules", "forecasts"})
 _TARGET_KEYS = frozenset(
@@ -140,6 +139,10 @@ class ForecastTarget:
             "workload_kind": self.workload_kind,
         }
 
+    def signal_labels(self, signal: TrafficSignal) -> dict[str, str]:
+        """Labels of a traffic signal's served predicted_<signal> series."""
+        return {"target": self.name, **dict(signal.selector)}
+
     @property
     def lead_steps(self) -> int:
         return max(1, -(-self.lead_time // self.step))
@@ -202,9 +205,7 @@ class _Reader:
         self.problems.append(f"{self.where}.{field}: {message}")
         self.failed = True
 
-    def string(
-        self, field: str, *, required: bool = True, pattern: re.Pattern[str] | None = None
-    ) -> str | None:
+    def string(self, field: str, *, required: bool = True, dns_label: bool = False) -> str | None:
         value = self.raw.get(field)
         if value is None:
             if required:
@@ -213,7 +214,7 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self.problem(field, "must be a non-empty string")
             return None
-        if pattern is not None and (len(value) > 63 or not pattern.fullmatch(value)):
+        if dns_label and not is_dns_label(value):
             self.problem(field, f"{value!r} must be a DNS-1123 label")
             return None
         return value
@@ -258,10 +259,13 @@ class _Reader:
             return None
         return value
 
-    def unknown(self, allowed: frozenset[str]) -> None:
-        for key in self.raw:
+    def unknown(
+        self, allowed: Collection[str], raw: Mapping[Any, Any] | None = None, at: str = ""
+    ) -> None:
+        """Report the keys not in `allowed` of the reader's mapping, or of `raw` found at `at`."""
+        for key in self.raw if raw is None else raw:
             if key not in allowed:
-                self.problem(str(key), "unknown field")
+                self.problem(f"{at}{key}", "unknown field")
 
 
 def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
@@ -270,14 +274,12 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
         return None
     read = _Reader(raw, where, problems)
     read.unknown(_TARGET_KEYS)
-    name = read.string("name", pattern=_DNS_LABEL)
-    namespace = read.string("namespace", pattern=_DNS_LABEL)
+    name = read.string("name", dns_label=True)
+    namespace = read.string("namespace", dns_label=True)
     workload = read.mapping("workload") or {}
     kind = workload.get("kind", "Deployment")
     workload_name = workload.get("name", name)
-    for key in workload:
-        if key not in ("kind", "name"):
-            read.problem(f"workload.{key}", "unknown field")
+    read.unknown(("kind", "name"), workload, "workload.")
     for field, value in (("kind", kind), ("name", workload_name)):
         if value is not None and (not isinstance(value, str) or validate_label("workload", value)):
             read.problem(f"workload.{field}", f"{value!r} must be usable as a label value")
@@ -298,9 +300,7 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
         replicas_query = replicas.get("query")
         if not isinstance(replicas_query, str) or not replicas_query.strip():
             read.problem("replicas.query", "must be a PromQL query")
-        for key in replicas:
-            if key != "query":
-                read.problem(f"replicas.{key}", "unknown field")
+        read.unknown(("query",), replicas, "replicas.")
     capacity = _capacity(read.mapping("capacity"), read)
     if resource is None and capacity is None and not read.failed:
         read.problem("resource", "either resource (with replicas) or capacity is required")
@@ -360,9 +360,7 @@ def _traffic(raw: Any, where: str, read: _Reader) -> list[TrafficSignal]:
         if not isinstance(item, dict):
             read.problem(here, "must be a mapping")
             continue
-        for key in item:
-            if key not in ("name", "metric", "selector", "query", "counter"):
-                read.problem(f"{here}.{key}", "unknown field")
+        read.unknown(("name", "metric", "selector", "query", "counter"), item, f"{here}.")
         metric, query = item.get("metric"), item.get("query")
         if (metric is None) == (query is None):
             read.problem(here, "give exactly one of metric (from the rules) or query (PromQL)")

@@ -40,13 +40,18 @@ class Slot:
     expires_at: float = 0.0
     reason: str = "warming up: no prediction has been made yet"
 
+    def stale_reason(self, now: float) -> str | None:
+        """Why the slot has no fresh value at `now`; None when it has one."""
+        if self.value is None or now >= self.expires_at:
+            return self.reason or "the last prediction expired"
+        return None
+
 
 def slots_for(target: ForecastTarget) -> list[Slot]:
     key = (target.namespace, target.name)
     slots = [Slot(key, REPLICAS, target.labels)]
     for signal in target.traffic:
-        labels = {"target": target.name, **dict(signal.selector)}
-        slots.append(Slot(key, signal.served_metric, labels))
+        slots.append(Slot(key, signal.served_metric, target.signal_labels(signal)))
     return slots
 
 
@@ -57,6 +62,7 @@ class PredictionStore:
         self._clock = clock
         self._slots: dict[tuple[TargetKey, str], Slot] = {}
         self._table: LabelTable[Slot] = LabelTable()
+        self._by_target: dict[TargetKey, list[Slot]] = {}
 
     def configure(self, config: AdapterConfig) -> None:
         """Serve exactly the configured series; keep values of series that stay."""
@@ -86,10 +92,13 @@ class PredictionStore:
                 self._slots[key, metric] = dataclasses.replace(
                     slot, value=value, expires_at=expires_at, reason=""
                 )
-        for key, reason in failures.items():
-            for (target, metric), slot in list(self._slots.items()):
-                if target == key:
-                    self._slots[target, metric] = dataclasses.replace(slot, reason=reason)
+        if failures:
+            self._slots = {
+                key: dataclasses.replace(slot, reason=failures[key[0]])
+                if key[0] in failures
+                else slot
+                for key, slot in self._slots.items()
+            }
         self._rebuild()
 
     def list_metrics(self) -> Sequence[MetricInfo]:
@@ -98,12 +107,10 @@ class PredictionStore:
     def get_values(self, namespace: str, metric: str, selector: Selector) -> Sequence[MetricValue]:
         now = self._clock()
         slots = self._table.select(namespace, metric, selector)
-        stale = [slot for slot in slots if slot.value is None or now >= slot.expires_at]
-        if stale:
-            reasons = "; ".join(
-                f"{slot.target[1]}: {slot.reason or 'the last prediction expired'}"
-                for slot in stale
-            )
+        reasons = "; ".join(
+            f"{slot.target[1]}: {why}" for slot in slots if (why := slot.stale_reason(now))
+        )
+        if reasons:
             raise PredictionUnavailable(
                 f"no fresh prediction of {metric} in namespace {namespace} ({reasons})",
                 retry_after=30,
@@ -114,12 +121,11 @@ class PredictionStore:
         """Every served value of one target, metric name -> value (predicted_replicas first,
         then the traffic signals in configured order)."""
         now = self._clock()
-        slots = [slot for slot in self._slots.values() if slot.target == (namespace, name)]
+        slots = self._by_target.get((namespace, name))
         if not slots:
             raise MetricNotFound(f"no forecast target {name} in namespace {namespace}")
-        stale = [slot for slot in slots if slot.value is None or now >= slot.expires_at]
-        if stale:
-            reason = stale[0].reason or "the last prediction expired"
+        reason = next((why for slot in slots if (why := slot.stale_reason(now))), None)
+        if reason is not None:
             raise PredictionUnavailable(
                 f"no fresh prediction for target {name} in namespace {namespace} ({reason})",
                 retry_after=30,
@@ -135,6 +141,10 @@ class PredictionStore:
         }
 
     def _rebuild(self) -> None:
+        by_target: dict[TargetKey, list[Slot]] = {}
+        for slot in self._slots.values():
+            by_target.setdefault(slot.target, []).append(slot)
         self._table = LabelTable(
             (slot.target[0], slot.metric, slot) for slot in self._slots.values()
         )
+        self._by_target = by_target

@@ -130,8 +130,6 @@ class PrometheusSource:
             allowed_methods=frozenset({"GET", "POST"}),
             raise_on_status=False,
         )
-        session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
-        session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=16))
         session.verify = (
             str(settings.ca_file) if settings.ca_file else not settings.insecure_skip_verify
         )
@@ -142,6 +140,11 @@ class PrometheusSource:
         self._client = PrometheusConnect(
             url=settings.url, session=session, timeout=settings.timeout, retry=retry
         )
+        # The client mounts an adapter of its own on the URL, which outranks any shorter prefix:
+        # mount ours (the same retries, a larger pool) over it, and for any other URL (redirects).
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+        for prefix in ("http://", "https://", settings.url):
+            session.mount(prefix, adapter)
         self.queries = 0
         """Requests sent (for the refresh benchmark and /metrics)."""
 

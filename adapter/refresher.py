@@ -39,7 +39,7 @@ import numpy as np
 import forecaster
 from adapter import rules as rules_module, scaling
 from adapter.api import MetricValue
-from adapter.config import AdapterConfig, ForecastTarget, TrafficSignal
+from adapter.config import MAX_HORIZON_STEPS, AdapterConfig, ForecastTarget, TrafficSignal
 from adapter.history import History, counter_rate
 from adapter.predictions import REPLICAS, PredictionStore, TargetKey
 from adapter.prometheus import HistorySource, SourceError
@@ -52,7 +52,6 @@ FIT_SECONDS = 7 * 86400
 """History the usage model is fitted on: a week holds every daily and weekly load level, and
 the resource and replica queries need not load the forecaster's full 14 days."""
 DISCOVERY_SECONDS = 600
-HORIZON = 48
 RESOURCE, READY = "resource", "replicas"
 
 
@@ -76,7 +75,6 @@ class TargetStatus:
     forecast_error: dict[str, float] = dataclasses.field(default_factory=dict)
     """|actual - median forecast| / |actual| for the newest step that had been forecast."""
     policy: str = ""
-    forecast_method: str = ""
 
 
 @dataclasses.dataclass
@@ -126,7 +124,6 @@ class Refresher:
         self._writer = writer
         self._fetch_pool = concurrent.futures.ThreadPoolExecutor(concurrency, "history")
         self._forecast_pool = concurrent.futures.ThreadPoolExecutor(1, "forecast")
-        self._limit = asyncio.Semaphore(concurrency)
         self._rules: tuple[rules_module.MetricRule, ...] = ()
         self._discovered: dict[int, tuple[float, dict[str, str]]] = {}
         self._states: dict[TargetKey, _State] = {}
@@ -142,34 +139,29 @@ class Refresher:
         for target in config.targets:
             key = (target.namespace, target.name)
             old = self._states.get(key)
-            fresh = _State(target, {}, {})
-            fresh.status = TargetStatus(target.namespace, target.name)
+            grid = (target.step, target.history)
+            kept_histories: dict[str, History] = {}
+            kept_queries: dict[str, str] = {}
+            if old is not None and (old.target.step, old.target.history) == grid:
+                kept_histories, kept_queries = old.histories, old.queries
+            fresh = _State(target, {}, {}, status=TargetStatus(target.namespace, target.name))
             length = max(2, target.history // target.step)
-            same_grid = old is not None and (old.target.step, old.target.history) == (
-                target.step,
-                target.history,
-            )
             for name, query in _queries(target).items():
-                reuse = same_grid and old is not None and name in old.histories
-                if (
-                    reuse
-                    and old is not None
-                    and query is not None
-                    and old.queries.get(name) != query
-                ):
-                    reuse = False
+                reuse = name in kept_histories and (
+                    query is None or kept_queries.get(name) == query
+                )
                 size = (
                     length
                     if name.startswith("signal:")
                     else min(length, FIT_SECONDS // target.step)
                 )
                 fresh.histories[name] = (
-                    old.histories[name] if reuse and old else History(target.step, max(2, size))
+                    kept_histories[name] if reuse else History(target.step, max(2, size))
                 )
                 if query is not None:
                     fresh.queries[name] = query
-                elif reuse and old is not None and name in old.queries:
-                    fresh.queries[name] = old.queries[name]  # re-resolved (and compared) each cycle
+                elif reuse and name in kept_queries:  # re-resolved (and compared) each cycle
+                    fresh.queries[name] = kept_queries[name]
             states[key] = fresh
         self._states = states
         self._store.configure(config)
@@ -204,8 +196,7 @@ class Refresher:
             state.error = ""
         queries = await self._resolve(states, now)
         queries += await self._fetch(states, now)
-        await self._plan(states, now)
-        failures = {(s.target.namespace, s.target.name): s.error for s in states if s.error}
+        failures = await self._plan(states, now)
         for state in states:
             if state.error:
                 state.status.last_error = state.error
@@ -283,16 +274,17 @@ class Refresher:
     async def _fetch_one(
         self, query: str, span: tuple[int, int], step: int
     ) -> list[tuple[np.ndarray, np.ndarray]] | SourceError:
-        async with self._limit:
-            loop = asyncio.get_running_loop()
-            try:
-                return await loop.run_in_executor(
-                    self._fetch_pool, self._source.query_range, query, span[0], span[1], step
-                )
-            except SourceError as exc:
-                return exc
+        # The pool's `concurrency` threads bound how many queries run at once.
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._fetch_pool, self._source.query_range, query, span[0], span[1], step
+            )
+        except SourceError as exc:
+            return exc
 
-    async def _plan(self, states: Sequence[_State], now: float) -> None:
+    async def _plan(self, states: Sequence[_State], now: float) -> dict[TargetKey, str]:
+        """Forecast, plan and publish; the failed targets and why."""
         inputs: list[tuple[np.ndarray, np.ndarray]] = []
         owners: list[tuple[_State, TrafficSignal]] = []
         for state in states:
@@ -315,7 +307,11 @@ class Refresher:
         if inputs:
             loop = asyncio.get_running_loop()
             forecasts = await loop.run_in_executor(
-                self._forecast_pool, self._model.forecast_batch, inputs, HORIZON, quantiles
+                self._forecast_pool,
+                self._model.forecast_batch,
+                inputs,
+                MAX_HORIZON_STEPS,
+                quantiles,
             )
         by_state: dict[TargetKey, dict[str, forecaster.Forecast]] = {}
         for (state, signal), result in zip(owners, forecasts, strict=True):
@@ -344,11 +340,11 @@ class Refresher:
             state.status.last_error = ""
             if state.target.result_configmap and self._writer is not None:
                 writes.append(self._write_result(state.target, per_step, expires_at))
-        self._store.publish(
-            published, {(s.target.namespace, s.target.name): s.error for s in states if s.error}
-        )
+        failures = {(s.target.namespace, s.target.name): s.error for s in states if s.error}
+        self._store.publish(published, failures)
         if writes:
             await asyncio.gather(*writes)
+        return failures
 
     def _signal_history(
         self, state: _State, signal: TrafficSignal
@@ -381,13 +377,12 @@ class Refresher:
             loads.append(load)
             self._track_error(state, signal, result, median)
             values[signal.served_metric] = MetricValue(
-                {"target": target.name, **dict(signal.selector)},
+                target.signal_labels(signal),
                 MetricValue.decimal(round(max(0.0, float(load[lead - 1])), 6)),
                 stamp,
                 target.lead_time,
             )
             state.status.predicted_load[signal.name] = float(load[lead - 1])
-            state.status.forecast_method = result.method
         traffic = np.vstack(loads)
         replicas, per_step = self._replicas(state, traffic, now)
         values[REPLICAS] = MetricValue(

@@ -76,15 +76,6 @@ class ResourceOverride:
 
 
 @dataclasses.dataclass(frozen=True)
-class ResourceMapping:
-    """A rule's ``resources`` section, as written (``namespaced`` is None when absent)."""
-
-    template: str | None
-    overrides: tuple[ResourceOverride, ...]
-    namespaced: bool | None
-
-
-@dataclasses.dataclass(frozen=True)
 class MetricRule:
     """One valid discovery rule; `namespace_label` is None when it adds no namespace matcher."""
 
@@ -92,7 +83,6 @@ class MetricRule:
     external: bool
     series_query: str
     series_filters: tuple[SeriesFilter, ...]
-    resources: ResourceMapping
     namespace_label: str | None
     name_matches: re.Pattern[str]
     name_as: str
@@ -203,7 +193,7 @@ def _load_rule(item: Any, index: int, external: bool, problems: list[str]) -> Me
             problems.append(f"{where}: unknown field {key!r}")
     series_query = _required_text(item, "seriesQuery", where, problems)
     series_filters = _load_filters(item.get("seriesFilters"), f"{where}.seriesFilters", problems)
-    resources, namespace_label = _load_resources(
+    namespace_label = _load_resources(
         item.get("resources"), f"{where}.resources", external, problems
     )
     naming = _load_name(item.get("name"), f"{where}.name", problems)
@@ -215,14 +205,12 @@ def _load_rule(item: Any, index: int, external: bool, problems: list[str]) -> Me
     assert series_query is not None
     assert metrics_query is not None
     assert series_filters is not None
-    assert resources is not None
     assert naming is not None
     return MetricRule(
         index=index,
         external=external,
         series_query=series_query,
         series_filters=series_filters,
-        resources=resources,
         namespace_label=namespace_label,
         name_matches=naming[0],
         name_as=naming[1],
@@ -301,14 +289,13 @@ def _load_filters(value: Any, where: str, problems: list[str]) -> tuple[SeriesFi
     return tuple(filters) if len(problems) == before else None
 
 
-def _load_resources(
-    value: Any, where: str, external: bool, problems: list[str]
-) -> tuple[ResourceMapping | None, str | None]:
+def _load_resources(value: Any, where: str, external: bool, problems: list[str]) -> str | None:
+    """The label mapped to the namespace resource, or None (also when invalid: see `problems`)."""
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
         problems.append(f"{where}: must be a mapping")
-        return None, None
+        return None
     before = len(problems)
     _unknown_fields(value, _RESOURCE_FIELDS, where, problems)
     template = _optional_text(value, "template", where, problems)
@@ -333,7 +320,7 @@ def _load_resources(
     elif namespaced is not None and not isinstance(namespaced, bool):
         problems.append(f"{where}.namespaced: must be true or false (got {namespaced!r})")
     if len(problems) > before or overrides is None:
-        return None, None
+        return None
     namespace_labels = [
         override.label
         for override in overrides
@@ -344,7 +331,7 @@ def _load_resources(
             f"{where}.overrides: more than one label maps to the namespace resource "
             f"({', '.join(namespace_labels)})"
         )
-        return None, None
+        return None
     namespace_label = namespace_labels[0] if namespace_labels else template_label
     if external and namespaced is False:
         namespace_label = None
@@ -354,9 +341,8 @@ def _load_resources(
             '(add template: "<<.Resource>>" or overrides: {namespace: {resource: namespace}}, '
             "or set namespaced: false)"
         )
-        return None, None
-    mapping = ResourceMapping(template=template, overrides=overrides, namespaced=namespaced)
-    return mapping, namespace_label
+        return None
+    return namespace_label
 
 
 def _load_overrides(

@@ -58,9 +58,6 @@ class UsageModel:
     method: str  # "regression" or "proportional"
     held_out_error: float  # relative MAE on the held-out fifth (nan for the fallback)
 
-    def usage(self, replicas: np.ndarray, traffic: np.ndarray) -> np.ndarray:
-        return np.asarray(self.base * replicas + np.asarray(self.costs) @ traffic)
-
 
 def fit_usage(usage: np.ndarray, replicas: np.ndarray, traffic: np.ndarray) -> UsageModel:
     """Fit U = base * n + cost . T on aligned history (traffic is (K, N))."""

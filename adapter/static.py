@@ -136,7 +136,7 @@ def _parse_item(
             f"not '.' or '..' (got {metric!r})"
         )
     namespace = item.get("namespace")
-    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+    if not is_dns_label(namespace):
         problems.append(f"{where}.namespace: must be a DNS-1123 label (got {namespace!r})")
     labels = item.get("labels", {})
     if not isinstance(labels, dict):
@@ -167,6 +167,11 @@ def _parse_item(
     assert isinstance(metric, str)
     assert isinstance(namespace, str)
     return namespace, metric, MetricValue(dict(labels), number, loaded_at, window)
+
+
+def is_dns_label(name: object) -> bool:
+    """Whether `name` is a DNS-1123 label (a Kubernetes namespace or object name)."""
+    return isinstance(name, str) and len(name) <= 63 and _DNS_LABEL.fullmatch(name) is not None
 
 
 def is_metric_name(name: str) -> bool:

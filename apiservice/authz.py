@@ -20,6 +20,7 @@ import logging
 import cachetools
 from aiohttp import web
 
+import adapter
 from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import Attributes, User
 from apiservice.instrumentation import Instrumentation
@@ -35,35 +36,19 @@ METRIC_ROUTE = "metric-values"
 TARGET_ROUTE = "target-prediction"
 """KEDA's metrics-api route: reading a target's predictions is `get` on predicted_replicas."""
 
-_RESOURCE_VERBS = {
-    "GET": "list",
-    "HEAD": "list",
-    "POST": "create",
-    "PUT": "update",
-    "PATCH": "patch",
-    "DELETE": "deletecollection",
-}
-
 _Key = tuple[tuple[object, ...], Attributes]
 
 
 def attributes_for(request: web.Request) -> Attributes:
     """The SubjectAccessReview attributes of a request."""
     match_info = request.match_info
-    if match_info.route.name == METRIC_ROUTE:
+    route = match_info.route.name
+    if route in (METRIC_ROUTE, TARGET_ROUTE):  # GET-only routes (HEAD too); others never match
+        metric_values = route == METRIC_ROUTE
         return Attributes(
-            verb=_RESOURCE_VERBS.get(request.method, request.method.lower()),
+            verb="list" if metric_values else "get",
             path=request.path,
-            resource=match_info["metric"],
-            namespace=match_info["namespace"],
-            group=GROUP,
-            version=VERSION,
-        )
-    if match_info.route.name == TARGET_ROUTE:
-        return Attributes(
-            verb=_RESOURCE_VERBS.get(request.method, request.method.lower()).replace("list", "get"),
-            path=request.path,
-            resource="predicted_replicas",
+            resource=match_info["metric"] if metric_values else adapter.REPLICAS,
             namespace=match_info["namespace"],
             group=GROUP,
             version=VERSION,

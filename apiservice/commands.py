@@ -21,13 +21,13 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 import adapter
 from apiservice import discovery
 from apiservice.settings import AuthenticationSettings, ProviderSettings, ServingSettings, Settings
 from certs import errors as tls_errors, files, issuing, kubeconfig
+from forecaster.series import read_csv
 
 DEFAULT_SERVICE = "predictive-metrics-adapter"
 DEFAULT_NAMESPACE = "predictive-metrics"
@@ -161,10 +161,8 @@ def prepare_local(state_dir: Path, port: int, values_file: Path | None) -> Local
     config_file = None
     if values_file is None:
         config_file = data / "demo-config.yaml"
-        trace = np.loadtxt(data / "demo-trace.csv", delimiter=",", skiprows=1)
-        source = adapter.ReplaySource(
-            trace[:, 0].astype(np.int64), trace[:, 1], ["demo_requests_rate"]
-        )
+        trace = read_csv(data / "demo-trace.csv")
+        source = adapter.ReplaySource(trace.timestamps, trace.values, ["demo_requests_rate"])
     settings = Settings(
         serving=ServingSettings(
             bind_address="127.0.0.1",

@@ -43,7 +43,6 @@ class Health:
 
 PROVIDER = web.AppKey("provider", adapter.ExternalMetricsProvider)
 PREDICTIONS = web.AppKey("predictions", adapter.TargetPredictions)
-REPLICAS = "predicted_replicas"
 INSTRUMENTATION = web.AppKey("instrumentation", Instrumentation)
 HEALTH = web.AppKey("health", Health)
 
@@ -88,15 +87,15 @@ async def target_prediction(request: web.Request) -> web.Response:
     discovery.require_json(request)
     namespace, target = request.match_info["namespace"], request.match_info["target"]
     values = request.app[PREDICTIONS].target_values(namespace, target)
-    replicas = values[REPLICAS]
+    replicas = values[adapter.REPLICAS]
     body = {
         "namespace": namespace,
         "target": target,
-        "predicted_replicas": int(replicas.value),
+        adapter.REPLICAS: int(replicas.value),
         "predicted_load": {
             name.removeprefix("predicted_"): float(value.value)
             for name, value in values.items()
-            if name != REPLICAS
+            if name != adapter.REPLICAS
         },
         "timestamp": rfc3339(replicas.timestamp),
         "window": replicas.window,

@@ -5,7 +5,7 @@ its own APIService; KEDA then reads the predictions through one of its own scale
 
 - **external / external-push** (gRPC, KEDA's ``externalscaler.ExternalScaler``): this module
   serves it on its own port (``--keda-grpc-port``), with TLS from the serving certificate
-  (re-read on rotation) and, with ``--keda-grpc-client-ca-file``, client certificates
+  (following its rotation) and, with ``--keda-grpc-client-ca-file``, client certificates
   required;
 - **metrics-api** (HTTPS JSON): ``GET /predictions/v1/namespaces/{ns}/targets/{target}`` on the
   main listener, authenticated and authorized like the metric endpoint
@@ -40,10 +40,10 @@ import grpc
 
 import adapter
 from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
+from certs.serving import ServingContext, ServingMaterial
 
 logger = logging.getLogger(__name__)
 
-REPLICAS = "predicted_replicas"
 Context = grpc.aio.ServicerContext[Any, Any]
 STREAM_POLL_SECONDS = 1.0
 """How often a StreamIsActive stream re-checks the prediction (it sends only on a change)."""
@@ -84,11 +84,11 @@ class Query:
 
     def metric_name(self, values: Mapping[str, adapter.MetricValue]) -> str:
         if not self.load:
-            return REPLICAS
+            return adapter.REPLICAS
         return self._signal_metric(values)
 
     def _signal_metric(self, values: Mapping[str, adapter.MetricValue]) -> str:
-        signals = [name for name in values if name != REPLICAS]
+        signals = [name for name in values if name != adapter.REPLICAS]
         if self.signal is None:
             return signals[0]
         wanted = f"predicted_{self.signal}"
@@ -98,9 +98,6 @@ class Query:
                 f"(it has {', '.join(s.removeprefix('predicted_') for s in signals)})"
             )
         return wanted
-
-    def value(self, values: Mapping[str, adapter.MetricValue]) -> float:
-        return float(values[self.metric_name(values)].value)
 
     def active(self, values: Mapping[str, adapter.MetricValue]) -> bool:
         return float(values[self._signal_metric(values)].value) > self.activation_threshold
@@ -128,23 +125,18 @@ class ExternalScaler(rpc.ExternalScalerServicer):
         self._predictions = predictions
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: Context) -> pb.IsActiveResponse:
-        query, values = await self._read(request, context)
+        query, values, _ = await self._read(request, context)
         return pb.IsActiveResponse(result=query.active(values))
 
     async def StreamIsActive(
         self, request: pb.ScaledObjectRef, context: Context
     ) -> AsyncIterator[pb.IsActiveResponse]:
-        query, values = await self._read(request, context)
+        query, values, _ = await self._read(request, context)
         sent = query.active(values)
         yield pb.IsActiveResponse(result=sent)
         while True:
             await asyncio.sleep(STREAM_POLL_SECONDS)
-            try:
-                active = query.active(
-                    self._predictions.target_values(query.namespace, query.target)
-                )
-            except (adapter.MetricNotFound, adapter.PredictionUnavailable) as exc:
-                await _abort(context, exc)
+            active = query.active(await self._values(query, context))
             if active != sent:
                 sent = active
                 yield pb.IsActiveResponse(result=active)
@@ -152,9 +144,9 @@ class ExternalScaler(rpc.ExternalScalerServicer):
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
     ) -> pb.GetMetricSpecResponse:
-        query, values = await self._read(request, context)
+        query, _, metric = await self._read(request, context)
         spec = pb.MetricSpec(
-            metricName=query.metric_name(values),
+            metricName=metric,
             targetSize=max(1, round(query.target_value)),
             targetSizeFloat=query.target_value,
         )
@@ -163,57 +155,69 @@ class ExternalScaler(rpc.ExternalScalerServicer):
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: Context
     ) -> pb.GetMetricsResponse:
-        query, values = await self._read(request.scaledObjectRef, context)
-        value = query.value(values)
-        metric = pb.MetricValue(
-            metricName=request.metricName or query.metric_name(values),
+        _, values, metric = await self._read(request.scaledObjectRef, context)
+        value = float(values[metric].value)
+        answer = pb.MetricValue(
+            metricName=request.metricName or metric,
             metricValue=math.ceil(value),
             metricValueFloat=value,
         )
-        return pb.GetMetricsResponse(metricValues=[metric])
+        return pb.GetMetricsResponse(metricValues=[answer])
 
     async def _read(
         self, ref: pb.ScaledObjectRef, context: Context
-    ) -> tuple[Query, Mapping[str, adapter.MetricValue]]:
+    ) -> tuple[Query, Mapping[str, adapter.MetricValue], str]:
+        """The trigger's query, its target's current values and the metric it asks for."""
         try:
             query = Query.from_ref(ref)
-            values = self._predictions.target_values(query.namespace, query.target)
-            query.metric_name(values)  # an unknown signal is bad metadata
-        except (ValueError, adapter.MetricNotFound, adapter.PredictionUnavailable) as exc:
+        except ValueError as exc:
             await _abort(context, exc)
-        return query, values
+        values = await self._values(query, context)
+        try:
+            metric = query.metric_name(values)  # an unknown signal is bad metadata
+        except ValueError as exc:
+            await _abort(context, exc)
+        return query, values, metric
+
+    async def _values(self, query: Query, context: Context) -> Mapping[str, adapter.MetricValue]:
+        try:
+            return self._predictions.target_values(query.namespace, query.target)
+        except (adapter.MetricNotFound, adapter.PredictionUnavailable) as exc:
+            await _abort(context, exc)
 
 
 async def _abort(context: Context, exc: Exception) -> NoReturn:
-    code = {
-        adapter.MetricNotFound: grpc.StatusCode.NOT_FOUND,
-        adapter.PredictionUnavailable: grpc.StatusCode.UNAVAILABLE,
-    }.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
+    if isinstance(exc, adapter.MetricNotFound):
+        code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, adapter.PredictionUnavailable):
+        code = grpc.StatusCode.UNAVAILABLE
+    else:
+        code = grpc.StatusCode.INVALID_ARGUMENT
     await context.abort(code, str(exc))
     raise AssertionError("abort raises")  # for the type checker: abort never returns
 
 
 @dataclasses.dataclass(frozen=True)
 class GrpcTLS:
-    cert_file: Path
-    key_file: Path
+    serving: ServingContext
+    """The HTTPS listener's certificate, which gRPC follows through rotation."""
     client_ca_file: Path | None
 
 
 def credentials(tls: GrpcTLS) -> grpc.ServerCredentials:
-    """Server credentials that pick up a rotated certificate on the next connection."""
-    last: list[tuple[bytes, bytes, bytes | None]] = []
+    """Server credentials that adopt a rotated serving certificate on the next connection once
+    the HTTPS listener has validated and adopted it (a half-written pair never reaches gRPC)."""
+    seen: list[tuple[ServingMaterial, bytes | None]] = []
 
     def current() -> grpc.ServerCertificateConfiguration | None:
-        material = (
-            tls.key_file.read_bytes(),
-            tls.cert_file.read_bytes(),
-            tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
-        )
-        if last and last[0] == material:
+        material = tls.serving.material
+        client_cas = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+        if seen and seen[0][0] is material and seen[0][1] == client_cas:
             return None  # unchanged
-        last[:] = [material]
-        return grpc.ssl_server_certificate_configuration([(material[0], material[1])], material[2])
+        seen[:] = [(material, client_cas)]
+        return grpc.ssl_server_certificate_configuration(
+            [(material.key_pem, material.cert_pem)], client_cas
+        )
 
     initial = current()
     assert initial is not None

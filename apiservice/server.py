@@ -179,14 +179,7 @@ class Server:
         keda_settings = self.settings.keda
         tls = None
         if not keda_settings.grpc_insecure:
-            serving = self.settings.serving
-            assert serving.tls_cert_file is not None
-            assert serving.tls_private_key_file is not None
-            tls = keda.GrpcTLS(
-                serving.tls_cert_file,
-                serving.tls_private_key_file,
-                keda_settings.grpc_client_ca_file,
-            )
+            tls = keda.GrpcTLS(self.tls, keda_settings.grpc_client_ca_file)
         address = f"{keda_settings.grpc_bind_address}:{keda_settings.grpc_port}"
         self.grpc, self.grpc_port = await keda.start_grpc(store, address, tls)
         logger.info(
@@ -262,36 +255,41 @@ class Server:
             logger.error("keeping the current values: %s", exc)
 
     def _read_config(self) -> adapter.AdapterConfig:
-        """Parse the config file (blocking); `ConfigError` lists every problem."""
-        path = self.settings.provider.config_file
-        assert path is not None
-        text = path.read_bytes()
+        """Read and parse the config file at start (blocking); `ConfigError` lists every
+        problem."""
         try:
-            config = adapter.load_config(text, str(path))
+            digest, text = self._config_text()
+            config = adapter.load_config(text, str(self.settings.provider.config_file))
         except adapter.InvalidConfiguration as exc:
             raise ConfigError([f"{exc.source}: {problem}" for problem in exc.problems]) from exc
-        self._config_digest = hashlib.sha256(text).hexdigest()
+        self._config_digest = digest
         return config
 
     async def _reload_config(self) -> None:
         """Adopt a changed config file; a bad one is reported whole and the old one kept."""
         assert self.refresher is not None
-        path = self.settings.provider.config_file
-        assert path is not None
-        text = await asyncio.to_thread(path.read_bytes)
-        digest = hashlib.sha256(text).hexdigest()
-        if digest == self._config_digest:
-            return
         try:
-            config = adapter.load_config(text, str(path))
+            digest, text = await asyncio.to_thread(self._config_text)
+            if digest == self._config_digest:
+                return
+            self._config_digest = digest  # report a broken file once, not every few seconds
+            config = adapter.load_config(text, str(self.settings.provider.config_file))
         except adapter.InvalidConfiguration as exc:
             self.instrumentation.reload_failures.labels("config").inc()
-            self._config_digest = digest  # report a broken file once, not every few seconds
             logger.error("keeping the current configuration: %s", exc)
             return
-        self._config_digest = digest
         self.refresher.configure(config)
         logger.info("configuration reloaded: %d forecast targets", len(config.targets))
+
+    def _config_text(self) -> tuple[str, bytes]:
+        """The config file's digest and text (blocking); unreadable is `InvalidConfiguration`."""
+        path = self.settings.provider.config_file
+        assert path is not None
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise adapter.InvalidConfiguration(str(path), [f"cannot read: {exc.strerror}"]) from exc
+        return hashlib.sha256(text).hexdigest(), text
 
     def _periodic(self, name: str, interval: float, tick: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -37,12 +36,7 @@ def main() -> None:
     size = sum(path.stat().st_size for path in folder.iterdir())
 
     traces = backtest.prepare(series_module.read_folder(args.data))
-    summaries = []
-    methods = [("model", backtest.model_method(forecaster)), *backtest.anchor_methods(args.anchors)]
-    for name, method in methods:
-        began = time.perf_counter()
-        summaries.append(backtest.evaluate(name, method, traces))
-        print(f"  {name}: {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+    summaries = backtest.compare(forecaster, args.anchors, traces)
     print(backtest.table(summaries, len(traces)))
 
     rng = np.random.default_rng(0)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 from aiohttp import web
 
 from certs import files, issuing
+from tests.e2e.cluster import adapter_command
+from tests.harness import write_kubeconfig
+from tests.prometheus_harness import free_port
 
 DAY = datetime.timedelta(days=1)
 HPA = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
@@ -78,13 +80,12 @@ def make_pki(directory: Path) -> dict[str, Path]:
     serving = issuing.issue_serving(serving_ca, ["localhost", "127.0.0.1"], valid_for=DAY)
     proxy = issuing.issue_client(front_ca, "front-proxy-client", valid_for=DAY)
     paths = {
-        "serving_cert": directory / "tls.crt",
-        "serving_key": directory / "tls.key",
+        "tls_dir": directory,  # tls.crt and tls.key, as adapter_command expects
         "serving_ca": directory / "serving-ca.crt",
         "front_ca": directory / "front-proxy-ca.crt",
         "proxy_pem": directory / "front-proxy-client.pem",
     }
-    files.write_issued(serving, paths["serving_cert"], paths["serving_key"])
+    files.write_issued(serving, directory / "tls.crt", directory / "tls.key")
     files.write_pem(paths["serving_ca"], serving_ca.cert_pem(), private=False)
     files.write_pem(paths["front_ca"], front_ca.cert_pem(), private=False)
     files.write_pem(paths["proxy_pem"], proxy.cert_pem() + proxy.key_pem(), private=True)
@@ -122,26 +123,11 @@ def stand_in_kube_api(directory: Path) -> Iterator[Path]:
     port = runner.addresses[0][1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    kubeconfig = directory / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "x",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": f"https://127.0.0.1:{port}",
-                            "certificate-authority": str(directory / "kube-ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": "bench"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-            }
-        )
+    kubeconfig = write_kubeconfig(
+        directory / "kubeconfig",
+        f"https://127.0.0.1:{port}",
+        directory / "kube-ca.crt",
+        {"token": "bench"},
     )
     try:
         yield kubeconfig
@@ -156,34 +142,21 @@ def stand_in_kube_api(directory: Path) -> Iterator[Path]:
 def adapter_process(
     pki: dict[str, Path], kubeconfig: Path, values: Path
 ) -> Iterator[tuple[int, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "apiservice",
-        "serve",
-        "--bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        str(port),
-        "--tls-cert-file",
-        str(pki["serving_cert"]),
-        "--tls-private-key-file",
-        str(pki["serving_key"]),
+    port = free_port()
+    command = adapter_command(
+        port,
+        pki["tls_dir"],
+        kubeconfig,
         "--requestheader-client-ca-file",
         str(pki["front_ca"]),
         "--requestheader-allowed-names",
         "front-proxy-client",
         "--authentication-skip-lookup",
-        "--kubeconfig",
-        str(kubeconfig),
         "--values-file",
         str(values),
         "--log-level",
         "warning",
-    ]
+    )
     process = subprocess.Popen(command)
     try:
         deadline = time.monotonic() + 30

@@ -36,6 +36,9 @@ class ServingMaterial:
     key_file: Path
     not_after: datetime.datetime
     digest: str
+    cert_pem: bytes = dataclasses.field(repr=False)
+    """The validated pair itself, for other listeners that follow this one (KEDA's gRPC)."""
+    key_pem: bytes = dataclasses.field(repr=False)
 
 
 class ServingContext:
@@ -97,7 +100,7 @@ class ServingContext:
         # digest no longer matches what was loaded and the next poll loads them again.
         digest = _digest_of(cert_pem, key_pem)
         return context, ServingMaterial(
-            self._cert_file, self._key_file, leaf.not_valid_after_utc, digest
+            self._cert_file, self._key_file, leaf.not_valid_after_utc, digest, cert_pem, key_pem
         )
 
 

@@ -12,10 +12,28 @@ The stable API (the adapter and outside evaluators use it):
     forecaster.forecast(...).method         # "model", or the fallback used for short history
 
 Command line: ``python -m forecaster {train,predict,backtest}``.
+
+The model's names load on first use: importing the package (for its errors, say) does not
+import torch, so commands that never forecast start fast and stay small.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from forecaster.errors import ArtifactError, ForecasterError, InsufficientHistory, InvalidSeries
-from forecaster.predictor import Forecast, Forecaster, load_forecaster
+
+if TYPE_CHECKING:
+    from forecaster.predictor import Forecast, Forecaster, load_forecaster
+
+_PREDICTOR_NAMES = frozenset({"Forecast", "Forecaster", "load_forecaster"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PREDICTOR_NAMES:
+        from forecaster import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ArtifactError",

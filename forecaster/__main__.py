@@ -147,11 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     traces = backtest.prepare(series_module.read_folder(args.data))
     forecaster = load_forecaster(args.model)
-    methods = [("model", backtest.model_method(forecaster)), *backtest.anchor_methods(args.anchors)]
-    summaries = []
-    for name, method in methods:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        summaries.append(backtest.evaluate(name, method, traces))
+    summaries = backtest.compare(forecaster, args.anchors, traces)
     print(backtest.table(summaries, len(traces)))
     if args.per_series:
         print(

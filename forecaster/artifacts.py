@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from forecaster import features
 from forecaster.config import ModelConfig
 from forecaster.errors import ArtifactError
 from forecaster.model import SeasonalEnsembleModel
@@ -28,7 +29,6 @@ from forecaster.model import SeasonalEnsembleModel
 CHECKPOINT = "checkpoint.pth"
 CONFIG = "estimator_config.yaml"
 ITEMS = "item2id.json"
-CONTEXT_FEATURES = 7
 
 
 def default_path() -> Path:
@@ -43,7 +43,7 @@ def build_model(config: ModelConfig) -> SeasonalEnsembleModel:
         short_horizon=config.short_horizon,
         quantiles=config.quantiles,
         recent_window=config.recent_window,
-        context_features=CONTEXT_FEATURES,
+        context_features=features.CONTEXT_FEATURES,
         hidden_size=config.hidden_size,
         temperature=config.temperature,
     )

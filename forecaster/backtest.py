@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -156,15 +157,15 @@ def _seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
     return np.asarray(context[len(context) + steps - DAY * (1 + steps // DAY)])
 
 
-def model_method(forecaster: Forecaster) -> Method:
-    """The pretrained (or any) model as a benchmark method."""
-
-    def method(
-        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
-    ) -> np.ndarray:
-        return forecaster.predict(times, values, horizon, quantiles)
-
-    return method
+def compare(forecaster: Forecaster, anchors: str, traces: Sequence[Series]) -> list[Summary]:
+    """The model, then the anchors named by `anchors` (see `anchor_methods`), on every trace;
+    progress goes to stderr."""
+    summaries = []
+    for name, method in [("model", forecaster.predict), *anchor_methods(anchors)]:
+        began = time.perf_counter()
+        summaries.append(evaluate(name, method, traces))
+        print(f"  {name}: {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+    return summaries
 
 
 def anchor_methods(spec: str) -> list[tuple[str, Method]]:

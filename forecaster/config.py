@@ -68,6 +68,10 @@ class ModelConfig:
     holdout_days: float = 3.0
     """The last days of every training trace are left out (the benchmark's evaluation span)."""
 
+    def context_steps(self, step: int) -> int:
+        """History steps the model reads at `step` seconds: `context_length` at its own step."""
+        return max(1, round(self.context_length * self.step_seconds / step))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["quantiles"] = list(self.quantiles)

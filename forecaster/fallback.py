@@ -34,12 +34,11 @@ def forecast(
         raise InsufficientHistory("the history holds no observed value")
     values = values[observed[0] :]
     period = features.period_of(step_seconds)
-    bank = features.candidates(values[None, :], len(values), step_seconds, config)[0]
-    names = list(config.candidates)
+    bank = features.bank(values[None, :], len(values), step_seconds, config)
     if len(values) >= period + config.level_window:
-        method, point = SEASONAL, bank[names.index("day_adjusted")]
+        method, point = SEASONAL, bank["day_adjusted"][0]
     else:
-        method, point = NAIVE, bank[names.index("last")]
+        method, point = NAIVE, bank["last"][0]
     point = point[:horizon]
     spread = _change_quantiles(values, horizon, quantiles)
     result = np.sort(point[None, :] + spread, axis=0)

@@ -46,6 +46,8 @@ TARGET_CLIP = 1000.0
 predictable burst of a very regular series is kept whole, near enough to stay finite."""
 DAY = 86400
 WEEK = 7 * DAY
+CONTEXT_FEATURES = 7
+"""Columns of `Features.context` (see `build`)."""
 
 
 @dataclasses.dataclass
@@ -58,9 +60,6 @@ class Features:
     context: np.ndarray  # (B, 7): has-backtest, observed fraction, calendar (4), log step
     center: np.ndarray  # (B, 1) float64
     scale: np.ndarray  # (B, 1) float64
-
-    def take(self, index: np.ndarray) -> Features:
-        return Features(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
 
 def period_of(step_seconds: int) -> int:
@@ -95,7 +94,17 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
 
 
 def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelConfig) -> np.ndarray:
-    """The (B, M, H) candidate forecasts made at `end` (exclusive) from values[:, :end]."""
+    """The (B, M, H) candidate forecasts made at `end` (exclusive) from values[:, :end], in
+    the order of `config.candidates`."""
+    every = bank(values, end, step_seconds, config)
+    return np.stack([every[name] for name in config.candidates], 1)
+
+
+def bank(
+    values: np.ndarray, end: int, step_seconds: int, config: ModelConfig
+) -> dict[str, np.ndarray]:
+    """Every known candidate by name, each (B, H), made at `end` (exclusive) from
+    values[:, :end]. A candidate without data at some step falls back to the last value there."""
     period = period_of(step_seconds)
     horizon, k = config.prediction_length, config.level_window
     steps = np.arange(horizon)
@@ -123,7 +132,7 @@ def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelCon
     median3 = nanmedian_days(ahead[:, :3]), nanmedian_days(before[:, :3])
     median7 = nanmedian_days(ahead), nanmedian_days(before)
     shift7 = np.nan_to_num(level - _nanmean(median7[1], 1))
-    bank = {
+    made = {
         "last": np.repeat(last[:, None], horizon, 1),
         "day": single_ahead[0],
         "day_adjusted": adjusted(single_ahead[0], single_before[0]),
@@ -133,9 +142,7 @@ def candidates(values: np.ndarray, end: int, step_seconds: int, config: ModelCon
         "median7_adjusted": adjusted(*median7),
         "median7_damped": median7[0] + shift7[:, None] * damping[None, :],
     }
-    stacked = np.stack([bank[name] for name in config.candidates], 1)
-    # A candidate without data at some step falls back to the last value there.
-    return np.where(np.isnan(stacked), bank["last"][:, None, :], stacked)
+    return {name: np.where(np.isnan(made[name]), made["last"], made[name]) for name in made}
 
 
 def _within_others(days: np.ndarray, day: int) -> np.ndarray:
@@ -218,6 +225,7 @@ def build(
         ],
         1,
     ).astype(np.float32)
+    assert context.shape[1] == CONTEXT_FEATURES
     return Features(
         # The forecast is a weighted mean of the candidates: they need no bound of their own
         # (a regular series' burst can be hundreds of scale units high and must stay whole).

@@ -44,7 +44,6 @@ class SeasonalEnsembleModel(nn.Module):
         temperature: float,
     ) -> None:
         super().__init__()
-        self.quantiles = quantiles
         self.median_index = quantiles.index(0.5)
         self.log_temperature = nn.Parameter(torch.full((2,), math.log(temperature)))
         inputs = candidates * 4 + recent_window + context_features

@@ -151,14 +151,11 @@ class Forecaster:
             )
         return requested
 
-    def context_steps(self, step: int) -> int:
-        return max(1, round(self.config.context_length * self.config.step_seconds / step))
-
     def _model_forecast(
         self, series: list[tuple[np.ndarray, np.ndarray, int]], step: int
     ) -> np.ndarray:
         """(B, Q_grid, H_max) unscaled forecasts for series that share `step`."""
-        length = self.context_steps(step)
+        length = self.config.context_steps(step)
         block = np.full((len(series), length), np.nan)
         last_times = np.empty(len(series), dtype=np.int64)
         for row, (times, values, _) in enumerate(series):

@@ -213,8 +213,9 @@ def _draw(
     pools: list[list[Series]], size: int, step: int, config: ModelConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     period = features.period_of(step)
-    length = max(1, round(config.context_length * config.step_seconds / step))
+    length = config.context_steps(step)
     horizon = config.prediction_length
+    lowest = math.ceil(config.min_history_days * period)
     block = np.full((size, length), np.nan)
     targets = np.full((size, horizon), np.nan)
     last_times = np.zeros(size, dtype=np.int64)
@@ -225,7 +226,6 @@ def _draw(
             else pools[0]
         )
         trace = pool[int(rng.integers(len(pool)))]
-        lowest = math.ceil(config.min_history_days * period)
         origin = int(rng.integers(lowest, len(trace) - horizon + 1))
         history = trace.values[max(0, origin - length) : origin]
         block[row, length - len(history) :] = history

@@ -113,18 +113,26 @@ class FakeProvider:
     """A provider that raises what it is told to (for the error paths of the API surface)."""
 
     error: Exception | None = None
-    values: list[Any] = dataclasses.field(default_factory=list)
-    names: list[str] = dataclasses.field(default_factory=lambda: ["predicted_replicas"])
 
     def list_metrics(self) -> list[Any]:
         from adapter import MetricInfo
 
-        return [MetricInfo(name) for name in self.names]
+        return [MetricInfo("predicted_replicas")]
 
     def get_values(self, namespace: str, metric: str, selector: Any) -> list[Any]:
         if self.error is not None:
             raise self.error
-        return self.values
+        return []  # an empty answer, unless told to raise
+
+
+class Clock:
+    """A settable clock: tests move `now`, code under test calls it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclasses.dataclass

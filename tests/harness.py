@@ -66,8 +66,9 @@ async def serve_app(app: web.Application, context: ssl.SSLContext) -> tuple[web.
     return runner, int(runner.addresses[0][1])
 
 
-def kubeconfig_for(path: Path, server: str, ca: Path, client: Pair) -> Path:
-    """A kubeconfig (file-referencing) for a client certificate."""
+def write_kubeconfig(path: Path, server: str, ca: Path, user: Mapping[str, str]) -> Path:
+    """Write a kubeconfig (file-referencing) for `server`, trusted through `ca`, with `user`'s
+    credentials (client certificate files or a token)."""
     path.write_text(
         json.dumps(
             {
@@ -76,21 +77,23 @@ def kubeconfig_for(path: Path, server: str, ca: Path, client: Pair) -> Path:
                 "clusters": [
                     {"name": "c", "cluster": {"server": server, "certificate-authority": str(ca)}}
                 ],
-                "users": [
-                    {
-                        "name": "u",
-                        "user": {
-                            "client-certificate": str(client.cert),
-                            "client-key": str(client.key),
-                        },
-                    }
-                ],
+                "users": [{"name": "u", "user": dict(user)}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "x",
             }
         )
     )
     return path
+
+
+def kubeconfig_for(path: Path, server: str, ca: Path, client: Pair) -> Path:
+    """A kubeconfig (file-referencing) for a client certificate."""
+    return write_kubeconfig(
+        path,
+        server,
+        ca,
+        {"client-certificate": str(client.cert), "client-key": str(client.key)},
+    )
 
 
 @dataclasses.dataclass

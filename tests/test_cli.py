@@ -7,7 +7,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import yaml
 from cryptography import x509
 
 from tests.harness import Client
+from tests.prometheus_harness import free_port
 
 CLI = [sys.executable, "-m", "apiservice"]
 
@@ -28,12 +28,6 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_certs_serving_prints_a_ready_apiservice_and_reuses_its_ca(tmp_path: Path) -> None:

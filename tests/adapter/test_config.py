@@ -95,14 +95,10 @@ def test_three_mistakes_are_reported_together_with_their_places() -> None:
             ("  resource:\n", "  capacity: {perPod: 5}\n  resource:\n"),
             "give either resource or capacity",
         ),
-        (("quantile", "quantile"), None),
     ],
 )
-def test_each_rule_of_a_target(change: tuple[str, str], problem: str | None) -> None:
+def test_each_rule_of_a_target(change: tuple[str, str], problem: str) -> None:
     text = SEED.replace(*change)
-    if problem is None:
-        load_config(text, "ok.yaml")
-        return
     with pytest.raises(InvalidConfiguration) as caught:
         load_config(text, "bad.yaml")
     assert any(problem in p for p in caught.value.problems), caught.value.problems

@@ -21,7 +21,7 @@ from adapter import (
     parse_selector,
 )
 from forecaster import Forecaster, load_forecaster
-from tests.fakes import FakeHistorySource
+from tests.fakes import Clock, FakeHistorySource
 from tests.samples import WEB_TARGET
 
 DAY = 86400
@@ -38,14 +38,6 @@ CAPACITY = WEB_TARGET
 @pytest.fixture(scope="module")
 def model() -> Forecaster:
     return load_forecaster()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def pipeline(

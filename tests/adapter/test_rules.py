@@ -15,27 +15,16 @@ from adapter.rules import (
     render_query,
     series_selector,
 )
+from tests.samples import SEED_RULES
 
-SEED = """
-rules:
-- seriesQuery: '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'
-  seriesFilters: []
-  resources:
-    template: "<<.Resource>>"
-  name:
-    matches: ""
-    as: "nginx_ingress_controller_requests_rate"
-  metricsQuery: "round(sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>), 0.001)"
-externalRules:
-- seriesQuery: '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'
-  seriesFilters: []
-  resources:
-    template: "<<.Resource>>"
-  name:
-    matches: ""
-    as: "nginx_ingress_controller_requests_rate"
-  metricsQuery: "round(sum(rate(<<.Series>>{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>), 0.001)"
-"""
+
+def seed_document() -> dict[str, Any]:
+    """The seed's rule, once as a custom-metrics rule and once as an external one."""
+    return {
+        "rules": yaml.safe_load(SEED_RULES)["rules"],
+        "externalRules": yaml.safe_load(SEED_RULES)["rules"],
+    }
+
 
 QUERY = "sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)"
 
@@ -55,7 +44,7 @@ def one_rule(external: bool = False, **fields: Any) -> MetricRule:
 
 @pytest.mark.parametrize("section", ["rules", "externalRules"])
 def test_the_seed_rule_renders_exactly(section: str) -> None:
-    rules = load(yaml.safe_load(SEED))
+    rules = load(seed_document())
     (rule,) = (rule for rule in rules if rule.where == f"{section}[0]")
     assert series_selector(rule) == (
         '{__name__=~"^nginx_ingress_controller_requests.*",namespace!=""}'

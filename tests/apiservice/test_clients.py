@@ -13,7 +13,7 @@ import pytest
 
 from apiservice.server import Server
 from tests.fakes import FakeKube
-from tests.harness import kubeconfig_for
+from tests.harness import kubeconfig_for, write_kubeconfig
 from tests.pki import PKI, Pair
 
 BASE = "/apis/external.metrics.k8s.io/v1beta1"
@@ -88,26 +88,11 @@ def test_kubectl_with_a_bearer_token(
 ) -> None:
     fake_kube.tokens["t0ken"] = {"username": "dave", "groups": ["system:authenticated"]}
     fake_kube.allow.add(("dave", "list", "predicted_replicas"))
-    anonymous = tmp_path / "token"
-    anonymous.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": f"https://localhost:{server.port}",
-                            "certificate-authority": str(pki.path("serving-ca")),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": "t0ken"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
+    anonymous = write_kubeconfig(
+        tmp_path / "token",
+        f"https://localhost:{server.port}",
+        pki.path("serving-ca"),
+        {"token": "t0ken"},
     )
     done = kubectl(anonymous, "get", "--raw", f"{BASE}/namespaces/shop/predicted_replicas")
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ import pytest
 from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from apiservice.server import Server
 from apiservice.settings import KedaSettings, ProviderSettings
-from tests.fakes import FakeHistorySource, FakeKube
+from tests.fakes import Clock, FakeHistorySource, FakeKube
 from tests.harness import Client, LoopThread, settings_for
 from tests.pki import PKI
 from tests.samples import WEB_TARGET
@@ -32,14 +32,6 @@ CONFIG = (
   maxReplicas: 3
 """
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclasses.dataclass
@@ -64,7 +56,7 @@ def running(
 ) -> Iterator[Running]:
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
-    clock = Clock()
+    clock = Clock(NOW)
     source = FakeHistorySource(
         signals={"web_requests": load, "nothing": lambda t: np.full(len(t), np.nan)}, now=NOW
     )

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs import files, issuing
+from tests import harness
+from tests.prometheus_harness import free_port
 
 HERE = Path(__file__).parent
 DAY = datetime.timedelta(days=1)
@@ -34,12 +34,6 @@ DAY = datetime.timedelta(days=1)
 
 class ControlPlaneUnavailable(RuntimeError):
     """The control plane binaries could not be built or started."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def adapter_command(port: int, tls: Path, kubeconfig: Path, *flags: str) -> list[str]:
@@ -133,31 +127,9 @@ class ControlPlane:
             {"client-certificate": str(cert), "client-key": str(key)},
         )
 
-    def write_kubeconfig(self, path: Path, user: dict[str, str]) -> Path:
+    def write_kubeconfig(self, path: Path, user: Mapping[str, str]) -> Path:
         """Write a kubeconfig for this cluster with `user`'s credentials (cert files or token)."""
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {
-                                "server": self.url,
-                                "certificate-authority": str(self.dir / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [{"name": "user", "user": user}],
-                    "contexts": [
-                        {"name": "local", "context": {"cluster": "local", "user": "user"}}
-                    ],
-                    "current-context": "local",
-                }
-            )
-        )
-        return path
+        return harness.write_kubeconfig(path, self.url, self.dir / "ca.crt", user)
 
     # --- processes -----------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import ControlPlane, adapter_command, control_plane, free_port
+from tests.e2e.cluster import ControlPlane, adapter_command, control_plane
+from tests.prometheus_harness import free_port
 
 NAMESPACE, SERVICE = "predictive-metrics", "predictive-metrics-adapter"
 VALUES = """

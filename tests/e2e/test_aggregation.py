@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.cluster import ControlPlane
 from tests.e2e.conftest import Registered, token
+from tests.harness import write_kubeconfig
 
 BASE = "/apis/external.metrics.k8s.io/v1beta1"
 METRIC = f"{BASE}/namespaces/shop/predicted_replicas"
@@ -18,28 +19,12 @@ METRIC = f"{BASE}/namespaces/shop/predicted_replicas"
 
 def direct_kubeconfig(tmp_path: Path, adapter: Registered, user: dict[str, str]) -> Path:
     """A kubeconfig that talks to the adapter itself, not through kube-apiserver."""
-    path = tmp_path / "direct.kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "d",
-                "clusters": [
-                    {
-                        "name": "a",
-                        "cluster": {
-                            "server": f"https://127.0.0.1:{adapter.port}",
-                            "certificate-authority": str(adapter.tls_dir / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "u", "user": user}],
-                "contexts": [{"name": "d", "context": {"cluster": "a", "user": "u"}}],
-            }
-        )
+    return write_kubeconfig(
+        tmp_path / "direct.kubeconfig",
+        f"https://127.0.0.1:{adapter.port}",
+        adapter.tls_dir / "ca.crt",
+        user,
     )
-    return path
 
 
 def test_apiservice_is_available(cluster: ControlPlane, adapter: Registered) -> None:

@@ -28,8 +28,13 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.e2e.cluster import ControlPlane, adapter_command, free_port
-from tests.prometheus_harness import PrometheusServer, ensure_prometheus, write_openmetrics
+from tests.e2e.cluster import ControlPlane, adapter_command
+from tests.prometheus_harness import (
+    PrometheusServer,
+    ensure_prometheus,
+    free_port,
+    write_openmetrics,
+)
 from tests.samples import SEED_RULES
 
 DAY, STEP = 86400, 60
@@ -105,7 +110,6 @@ def target(name: str, ingress: str) -> str:
 @dataclasses.dataclass
 class Scenario:
     burst_start: int  # when nginx's next burst begins (unix s)
-    adapter_port: int
     command: list[str]
 
 
@@ -156,7 +160,7 @@ def scenario(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
             90,
             "predicted_replicas through the aggregator",
         )
-        yield Scenario(burst_start, port, command)
+        yield Scenario(burst_start, command)
         cluster.kubectl("delete", "hpa", "nginx", "--ignore-not-found")
         cluster.kubectl(
             "delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found"
@@ -376,10 +380,8 @@ def test_stopping_the_adapter_holds_the_replicas_and_restarting_resumes(
         60,
         "the HPA to notice",
     )
-    print(
-        f"\nadapter stopped: {condition(cluster, 'ScalingActive').get('reason')}: "
-        f"{condition(cluster, 'ScalingActive').get('message', '')[:160]}"
-    )
+    stopped = condition(cluster, "ScalingActive")
+    print(f"\nadapter stopped: {stopped.get('reason')}: {stopped.get('message', '')[:160]}")
     time.sleep(15)  # three HPA syncs
     assert deployment_replicas(cluster) == held  # no scale-in on missing data
     cluster.spawn("adapter", scenario.command)

@@ -5,19 +5,35 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from forecaster import load_forecaster
 from forecaster.config import ModelConfig
+from forecaster.model import SeasonalEnsembleModel
 from forecaster.predictor import Forecaster
 from forecaster.training import train
 
 SMALL = ModelConfig(training_samples=1024, epochs=2, synthetic_series=12, batch_size=128)
 
 
-def test_two_epoch_smoke_run_trains_and_forecasts() -> None:
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    model: SeasonalEnsembleModel
+    items: dict[str, int]
+    lines: list[str]  # the progress it reported
+
+
+@pytest.fixture(scope="module")
+def small() -> Trained:
+    """SMALL trained once with the default seed, for the smoke run and the seed comparison."""
     lines: list[str] = []
     model, items = train(None, SMALL, progress=lines.append)
+    return Trained(model, items, lines)
+
+
+def test_two_epoch_smoke_run_trains_and_forecasts(small: Trained) -> None:
+    model, items, lines = small.model, small.items, small.lines
     assert items == {}
     assert any(line.startswith("epoch 2/2: quantile loss") for line in lines)
     loss = float(lines[-1].rsplit(" ", 1)[1])
@@ -29,8 +45,8 @@ def test_two_epoch_smoke_run_trains_and_forecasts() -> None:
     assert np.all(np.isfinite(out))
 
 
-def test_same_seed_same_weights_other_seed_other_weights() -> None:
-    first, _ = train(None, SMALL, progress=lambda _: None)
+def test_same_seed_same_weights_other_seed_other_weights(small: Trained) -> None:
+    first = small.model
     second, _ = train(None, SMALL, progress=lambda _: None)
     third, _ = train(None, dataclasses.replace(SMALL, seed=7), progress=lambda _: None)
     a, b, c = (model.state_dict() for model in (first, second, third))

@@ -25,6 +25,7 @@ import pytest
 from adapter import PrometheusSettings
 from apiservice.server import Server
 from apiservice.settings import ProviderSettings
+from tests.fakes import Clock
 from tests.harness import Client, LoopThread, settings_for
 from tests.pki import PKI
 from tests.prometheus_harness import (
@@ -68,14 +69,6 @@ forecasts:
   quantile: 0.9
 """
 )
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclasses.dataclass
