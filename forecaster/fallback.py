@@ -41,7 +41,10 @@ def forecast(
         method, point = NAIVE, bank["last"][0]
     point = point[:horizon]
     spread = _change_quantiles(values, horizon, quantiles)
-    result = np.sort(point[None, :] + spread, axis=0)
+    # Ordered by construction: the k-th lowest requested quantile gets the k-th lowest row.
+    ranked = np.sort(point[None, :] + spread, axis=0)
+    result = np.empty_like(ranked)
+    result[np.argsort(quantiles, kind="stable")] = ranked
     return result, method
 
 

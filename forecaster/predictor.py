@@ -113,7 +113,8 @@ class Forecaster:
                 grid, method = fallback.forecast(
                     values, step, horizon, np.asarray(requested), self.config
                 )
-                results[position] = self._result(requested, grid, method, step, times)
+                out = self._finish(grid, values)
+                results[position] = self._result(requested, out, method, step, times)
         for step, positions in by_step.items():
             grid = self._model_forecast([checked[p] for p in positions], step)
             for row, position in enumerate(positions):

@@ -89,10 +89,21 @@ def test_scale_free(forecaster: Forecaster) -> None:
     assert np.allclose(small * 1e15, large, rtol=1e-4)
 
 
-def test_never_negative_for_non_negative_history(forecaster: Forecaster) -> None:
-    times, values = daily(14)
+@pytest.mark.parametrize("days", [14, 1.5, 0.25], ids=["model", "seasonal", "naive"])
+def test_never_negative_for_non_negative_history(forecaster: Forecaster, days: float) -> None:
+    times, values = daily(days)
     values = np.where(values < 80, 0.0, values)  # idle half the day
     assert forecaster.predict(times, values, 48).min() >= 0
+
+
+@pytest.mark.parametrize("days", [14, 1.5, 0.25], ids=["model", "seasonal", "naive"])
+def test_rows_follow_the_requested_quantiles_in_any_order(
+    forecaster: Forecaster, days: float
+) -> None:
+    times, values = daily(days)
+    ascending = forecaster.predict(times, values, 48, (0.1, 0.5, 0.9))
+    shuffled = forecaster.predict(times, values, 48, (0.9, 0.1, 0.5))
+    assert np.array_equal(shuffled, ascending[[2, 0, 1]])
 
 
 def test_spikes_and_level_shifts_stay_bounded(forecaster: Forecaster) -> None:
