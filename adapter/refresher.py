@@ -384,7 +384,10 @@ class Refresher:
             )
             state.status.predicted_load[signal.name] = float(load[lead - 1])
         traffic = np.vstack(loads)
-        replicas, per_step = self._replicas(state, traffic, now)
+        # The served value is the plan from now; the plan at every step only for a result
+        # ConfigMap (planning runs on the event loop: no more of it than is used).
+        planned = traffic.shape[1] if target.result_configmap and self._writer is not None else 1
+        replicas, per_step = self._replicas(state, traffic, planned, now)
         values[REPLICAS] = MetricValue(
             target.labels, MetricValue.decimal(replicas), stamp, target.lead_time
         )
@@ -392,7 +395,11 @@ class Refresher:
         first = forecasts[target.traffic[0].name].first_timestamp
         return values, [(first + i * target.step, n) for i, n in enumerate(per_step)]
 
-    def _replicas(self, state: _State, traffic: np.ndarray, now: float) -> tuple[int, list[int]]:
+    def _replicas(
+        self, state: _State, traffic: np.ndarray, planned: int, now: float
+    ) -> tuple[int, list[int]]:
+        """Replicas planned from each of the first `planned` steps: the served count (from now)
+        and every planned count."""
         target = state.target
         lead = target.lead_steps
         low, high = target.min_replicas, target.max_replicas
@@ -401,7 +408,7 @@ class Refresher:
             state.status.policy = "capacity"
             steps = [
                 scaling.capacity_replicas(traffic[0, i : i + lead], per_pod, low, high)
-                for i in range(traffic.shape[1])
+                for i in range(planned)
             ]
             return steps[0], steps
         assert target.resource is not None
@@ -411,7 +418,7 @@ class Refresher:
         model = state.usage
         state.status.policy = f"resource/{model.method}"
         steps = []
-        for i in range(traffic.shape[1]):
+        for i in range(planned):
             count, note = scaling.resource_replicas(
                 model, traffic[:, i : i + lead], target.resource.target, low, high
             )
