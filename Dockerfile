@@ -18,6 +18,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY adapter ./adapter
 COPY apiservice ./apiservice
+COPY kedascaler ./kedascaler
 COPY certs ./certs
 COPY forecaster ./forecaster
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \

@@ -46,7 +46,7 @@ format: $(STAMP)
 ## proto: regenerate the gRPC code of KEDA's external scaler from its .proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
-		apiservice/externalscaler/externalscaler.proto
+		kedascaler/externalscaler/externalscaler.proto
 
 ## train: retrain the shipped model from the traces in $(DATA) (seeded; about a minute)
 train: $(STAMP)

@@ -174,14 +174,14 @@ class Server:
         )
 
     async def _start_grpc(self, store: adapter.PredictionStore) -> None:
-        from apiservice import keda  # gRPC is the optional `keda` extra
+        from kedascaler import scaler  # gRPC is the optional `keda` extra
 
         keda_settings = self.settings.keda
         tls = None
         if not keda_settings.grpc_insecure:
-            tls = keda.GrpcTLS(self.tls, keda_settings.grpc_client_ca_file)
+            tls = scaler.GrpcTLS(self.tls, keda_settings.grpc_client_ca_file)
         address = f"{keda_settings.grpc_bind_address}:{keda_settings.grpc_port}"
-        self.grpc, self.grpc_port = await keda.start_grpc(store, address, tls)
+        self.grpc, self.grpc_port = await scaler.start_grpc(store, address, tls)
         logger.info(
             "serving KEDA's external scaler on %s:%d (%s)",
             keda_settings.grpc_bind_address,

@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
+from kedascaler.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from apiservice.externalscaler import externalscaler_pb2 as apiservice_dot_externalscaler_dot_externalscaler__pb2
+from kedascaler.externalscaler import externalscaler_pb2 as kedascaler_dot_externalscaler_dot_externalscaler__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in apiservice/externalscaler/externalscaler_pb2_grpc.py depends on'
+        + ' but the generated code in kedascaler/externalscaler/externalscaler_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class ExternalScalerStub:
         """
         self.IsActive = channel.unary_unary(
                 '/externalscaler.ExternalScaler/IsActive',
-                request_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-                response_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
+                request_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+                response_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
                 _registered_method=True)
         self.StreamIsActive = channel.unary_stream(
                 '/externalscaler.ExternalScaler/StreamIsActive',
-                request_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-                response_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
+                request_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+                response_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
                 _registered_method=True)
         self.GetMetricSpec = channel.unary_unary(
                 '/externalscaler.ExternalScaler/GetMetricSpec',
-                request_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-                response_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.FromString,
+                request_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+                response_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.FromString,
                 _registered_method=True)
         self.GetMetrics = channel.unary_unary(
                 '/externalscaler.ExternalScaler/GetMetrics',
-                request_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.SerializeToString,
-                response_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.FromString,
+                request_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.FromString,
                 _registered_method=True)
 
 
@@ -88,23 +88,23 @@ def add_ExternalScalerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'IsActive': grpc.unary_unary_rpc_method_handler(
                     servicer.IsActive,
-                    request_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
-                    response_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.SerializeToString,
+                    request_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
+                    response_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.SerializeToString,
             ),
             'StreamIsActive': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamIsActive,
-                    request_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
-                    response_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.SerializeToString,
+                    request_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
+                    response_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.SerializeToString,
             ),
             'GetMetricSpec': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetricSpec,
-                    request_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
-                    response_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.SerializeToString,
+                    request_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.FromString,
+                    response_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.SerializeToString,
             ),
             'GetMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetrics,
-                    request_deserializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.FromString,
-                    response_serializer=apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.SerializeToString,
+                    request_deserializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.FromString,
+                    response_serializer=kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,8 +132,8 @@ class ExternalScaler:
             request,
             target,
             '/externalscaler.ExternalScaler/IsActive',
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -159,8 +159,8 @@ class ExternalScaler:
             request,
             target,
             '/externalscaler.ExternalScaler/StreamIsActive',
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.IsActiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -186,8 +186,8 @@ class ExternalScaler:
             request,
             target,
             '/externalscaler.ExternalScaler/GetMetricSpec',
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.FromString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.ScaledObjectRef.SerializeToString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricSpecResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -213,8 +213,8 @@ class ExternalScaler:
             request,
             target,
             '/externalscaler.ExternalScaler/GetMetrics',
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.SerializeToString,
-            apiservice_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.FromString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsRequest.SerializeToString,
+            kedascaler_dot_externalscaler_dot_externalscaler__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,9 +14,9 @@ import grpc
 import numpy as np
 import pytest
 
-from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from apiservice.server import Server
 from apiservice.settings import KedaSettings, ProviderSettings
+from kedascaler.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from tests.fakes import Clock, FakeHistorySource, FakeKube
 from tests.harness import Client, LoopThread, settings_for
 from tests.pki import PKI

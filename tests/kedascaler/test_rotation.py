@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
-from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from apiservice.server import Server
 from apiservice.settings import KedaSettings, ProviderSettings
 from certs import errors as tls_errors, files, issuing
+from kedascaler.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from tests.fakes import FakeHistorySource
 from tests.harness import settings_for
 from tests.pki import NAMESPACE, PKI, SERVICE

@@ -39,8 +39,8 @@ from typing import Any, NoReturn
 import grpc
 
 import adapter
-from apiservice.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 from certs.serving import ServingContext, ServingMaterial
+from kedascaler.externalscaler import externalscaler_pb2 as pb, externalscaler_pb2_grpc as rpc
 
 logger = logging.getLogger(__name__)
 
