@@ -6,7 +6,7 @@ The API surface (`apiservice`) sees only what is re-exported here.
 """
 
 from adapter.api import ExternalMetricsProvider, MetricInfo, MetricValue, TargetPredictions
-from adapter.config import AdapterConfig, load_config, parse_duration
+from adapter.config import AdapterConfig, load_config
 from adapter.errors import (
     AdapterError,
     InvalidConfiguration,
@@ -19,11 +19,13 @@ from adapter.prometheus import HistorySource, PrometheusSettings, PrometheusSour
 from adapter.refresher import Refresher, ResultWriter, TargetStatus
 from adapter.replay import ReplaySource
 from adapter.selectors import EVERYTHING, Selector, parse_selector
-from adapter.static import StaticProvider, is_metric_name
+from adapter.static import StaticProvider
 from adapter.store import ValueTable
+from adapter.validation import MAX_DOCUMENT_BYTES, is_metric_name, parse_duration, read_document
 
 __all__ = [
     "EVERYTHING",
+    "MAX_DOCUMENT_BYTES",
     "REPLICAS",
     "AdapterConfig",
     "AdapterError",
@@ -50,4 +52,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_selector",
+    "read_document",
 ]

@@ -22,6 +22,31 @@ from typing import Protocol
 
 from adapter.selectors import Selector
 
+MAX_VALUE = Decimal(2**63 - 1) / 1000
+"""The largest value an HPA can be given, 9,223,372,036,854,775.807: it reads a quantity as
+a signed 64-bit count of thousandths (``Quantity.MilliValue()``), and the API surface refuses
+to write more. The domain keeps every value it serves within it."""
+
+_MAX_FLOAT = float(MAX_VALUE)
+"""The first float past `MAX_VALUE` (it rounds up): a float is servable only below it."""
+
+
+def value_problem(number: float) -> str:
+    """Why `number` cannot be served as a load, a usage or a replica count ('' if it can).
+
+    NaN is not judged here: in PromQL it means "no value" (0/0), and a history keeps it as a
+    gap.
+    """
+    if math.isinf(number):
+        return f"{number} is not a finite number"
+    if number < 0:
+        return f"{number:.6g} is negative, which no load, usage or replica count can be"
+    if number >= _MAX_FLOAT:
+        return (
+            f"{number:.6g} is beyond {_MAX_FLOAT:.3g}, the most the HPA's 64-bit milli-value holds"
+        )
+    return ""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricInfo:

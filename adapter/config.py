@@ -40,20 +40,25 @@ Pure parsing: no I/O beyond the text it is given, no Prometheus, no clock.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-import yaml
-
 from adapter import rules as rules_module
 from adapter.errors import InvalidConfiguration
-from adapter.selectors import validate_label
-from adapter.static import is_dns_label, is_metric_name
+from adapter.validation import (
+    MAX_DOCUMENT_BYTES,
+    collection_paused,
+    is_dns_label,
+    is_metric_name,
+    is_prometheus_metric_name,
+    label_problems,
+    load_document,
+    parse_duration,
+    quote,
+    shorten,
+    validate_label,
+)
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_METRIC_SUFFIX = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _TOP_KEYS = frozenset({"rules", "externalRules", "resourceRules", "forecasts"})
 _TARGET_KEYS = frozenset(
     {
@@ -63,23 +68,6 @@ _TARGET_KEYS = frozenset(
 )  # fmt: skip
 MAX_HORIZON_STEPS = 48
 """The forecaster's horizon: the lead time must fit in it."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``90s``, ``5m``, ``1h30m`` or ``14d``."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty duration")
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(text):
-        match = _DURATION.match(text, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r} (use e.g. 30s, 5m, 1h30m, 14d)")
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        position = match.end()
-    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,17 +148,22 @@ class AdapterConfig:
         return sorted(names)
 
 
-def load_config(text: bytes | str, source: str) -> AdapterConfig:
-    """Parse and validate; `InvalidConfiguration` lists every problem with its path."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidConfiguration(source, [f"not valid YAML: {exc}"]) from exc
-    if document is None:
-        document = {}
-    if not isinstance(document, dict):
-        raise InvalidConfiguration(source, ["the file must be a mapping"])
-    problems = [f"{key}: unknown field" for key in document if key not in _TOP_KEYS]
+def load_config(
+    text: bytes | str, source: str, *, max_bytes: int = MAX_DOCUMENT_BYTES
+) -> AdapterConfig:
+    """Parse and validate; `InvalidConfiguration` lists every problem with its path.
+
+    The text is refused unread past `max_bytes`, and parsed as `load_document` parses every
+    file. An empty file is a problem, never a configuration of no rules and no targets.
+    """
+    with collection_paused():
+        return _config(load_document(text, source, max_bytes=max_bytes), source)
+
+
+def _config(document: Mapping[Any, Any], source: str) -> AdapterConfig:
+    if not document:
+        raise InvalidConfiguration(source, ["the file defines no rules and no forecasts"])
+    problems = [f"{shorten(str(key))}: unknown field" for key in document if key not in _TOP_KEYS]
     loaded_rules = rules_module.load_rules(document, problems)
     targets: list[ForecastTarget] = []
     raw_targets = document.get("forecasts", [])
@@ -184,8 +177,8 @@ def load_config(text: bytes | str, source: str) -> AdapterConfig:
             continue
         if (target.namespace, target.name) in names:
             problems.append(
-                f"forecasts[{index}].name: {target.name!r} is used twice in namespace "
-                f"{target.namespace!r}"
+                f"forecasts[{index}].name: {quote(target.name)} is used twice in namespace "
+                f"{quote(target.namespace)}"
             )
         names.add((target.namespace, target.name))
         targets.append(target)
@@ -215,7 +208,7 @@ class _Reader:
             self.problem(field, "must be a non-empty string")
             return None
         if dns_label and not is_dns_label(value):
-            self.problem(field, f"{value!r} must be a DNS-1123 label")
+            self.problem(field, f"{quote(value)} must be a DNS-1123 label")
             return None
         return value
 
@@ -234,7 +227,7 @@ class _Reader:
             self.problem(field, f"must be {'a whole number' if integer else 'a number'}")
             return None
         if not low <= value <= high:
-            self.problem(field, f"{value} is outside [{low:g}, {high:g}]")
+            self.problem(field, f"{shorten(str(value))} is outside [{low:g}, {high:g}]")
             return None
         return float(value)
 
@@ -246,7 +239,7 @@ class _Reader:
             self.problem(field, str(exc))
             return None
         if not low <= seconds <= high:
-            self.problem(field, f"{value} is outside [{_human(low)}, {_human(high)}]")
+            self.problem(field, f"{shorten(str(value))} is outside [{_human(low)}, {_human(high)}]")
             return None
         return round(seconds)
 
@@ -265,7 +258,7 @@ class _Reader:
         """Report the keys not in `allowed` of the reader's mapping, or of `raw` found at `at`."""
         for key in self.raw if raw is None else raw:
             if key not in allowed:
-                self.problem(f"{at}{key}", "unknown field")
+                self.problem(f"{at}{shorten(str(key))}", "unknown field")
 
 
 def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
@@ -282,7 +275,7 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
     read.unknown(("kind", "name"), workload, "workload.")
     for field, value in (("kind", kind), ("name", workload_name)):
         if value is not None and (not isinstance(value, str) or validate_label("workload", value)):
-            read.problem(f"workload.{field}", f"{value!r} must be usable as a label value")
+            read.problem(f"workload.{field}", f"{quote(value)} must be usable as a label value")
     traffic = _traffic(raw.get("traffic"), f"{where}.traffic", read)
     step = read.duration("step", "5m", 60, 3600)
     history = read.duration("history", "14d", 3600, 30 * 86400)
@@ -369,15 +362,15 @@ def _traffic(raw: Any, where: str, read: _Reader) -> list[TrafficSignal]:
         if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
             read.problem(f"{here}.selector", "must map label names to strings")
             selector = {}
-        read.problems.extend(rules_module.label_problems(selector, f"{where}[{index}].selector"))
+        read.problems.extend(label_problems(selector, f"{where}[{index}].selector"))
         name = item.get("name", metric)
         if (
             not isinstance(name, str)
-            or not _METRIC_SUFFIX.fullmatch(name)
+            or not is_prometheus_metric_name(name)
             or not is_metric_name(f"predicted_{name}")
         ):
             read.problem(
-                f"{here}.name", f"{name!r} cannot name a metric (letters, digits, _ and :)"
+                f"{here}.name", f"{quote(name)} cannot name a metric (letters, digits, _ and :)"
             )
             continue
         counter = item.get("counter", False)
@@ -397,7 +390,7 @@ def _traffic(raw: Any, where: str, read: _Reader) -> list[TrafficSignal]:
         )
     served = [s.name for s in signals]
     for duplicate in {n for n in served if served.count(n) > 1}:
-        read.problem("traffic", f"two signals are named {duplicate!r}; give one a name")
+        read.problem("traffic", f"two signals are named {quote(duplicate)}; give one a name")
     return signals
 
 

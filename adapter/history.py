@@ -5,8 +5,17 @@ one PromQL query, as float64 with NaN where Prometheus had nothing. The first lo
 the whole span (the source chunks it under Prometheus' 11,000-points-per-series limit); after
 that `missing()` asks only for the points after the last one held, plus a small overlap so
 that a point Prometheus revised (late scrape, lookback) is refreshed. Merging sums the
-series a query returns (one per label set), drops duplicate timestamps and points off the
-grid, and rolls the window forward.
+series a query returns (one per label set), drops points off the grid, and rolls the window
+forward.
+
+Values are checked as they arrive. Every query the adapter reads is a load, a resource usage
+or a replica count, so a sample must be finite, non-negative and within what the HPA can be
+served (`adapter.api.value_problem`); one that is not is *refused*: it is kept out of the
+history (a gap, like NaN, which in PromQL means "no value") and `refused` says why until an
+answer comes back clean, so that the refresher fails the target meanwhile instead of
+forecasting from a poisoned series or silently from a thinned one. When one series holds two
+values for one timestamp, the larger counts: planning capacity for the larger load never
+under-provisions (and of two readings of a counter the larger is the later).
 
 For signals that are raw counters, `counter_rate` turns cumulative values into per-second
 rates, treating a decrease as a reset (the increase is then the new value itself).
@@ -20,8 +29,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from adapter.api import MAX_VALUE, value_problem
+
 OVERLAP_STEPS = 2
 """Points re-read on every refresh: the last ones may have changed since (late scrapes)."""
+
+_LIMIT = float(MAX_VALUE)
+"""Samples at or above this are refused (see `adapter.api.MAX_VALUE`)."""
 
 Points = tuple[np.ndarray, np.ndarray]
 """(timestamps int64, values float64) of one returned series."""
@@ -35,6 +49,8 @@ class History:
         self.length = length
         self.end: int | None = None  # timestamp of the newest grid point held
         self.values = np.full(length, np.nan)
+        self.refused = ""
+        """Why the newest answer merged held samples that were refused ('' when clean)."""
 
     @property
     def timestamps(self) -> np.ndarray:
@@ -57,21 +73,24 @@ class History:
         ), newest
 
     def merge(self, start: int, end: int, returned: Iterable[Points]) -> None:
-        """Store what a fetch of [start, end] returned; absent points stay/become NaN."""
+        """Store what a fetch of [start, end] returned; absent and refused points stay/become
+        NaN, and `refused` tells whether any was refused."""
         count = (end - start) // self.step + 1
         fetched = np.full(count, np.nan)
-        seen = np.zeros(count, dtype=bool)
+        refused = ""
         for timestamps, values in returned:
             offset = timestamps.astype(np.int64) - start
             on_grid = (offset % self.step == 0) & (offset >= 0) & (offset <= end - start)
             index = offset[on_grid] // self.step
             data = values[on_grid].astype(np.float64)
-            index, first = np.unique(index, return_index=True)  # duplicates: keep the first
-            data = data[first]
-            finite = np.isfinite(data)
-            index, data = index[finite], data[finite]
-            fetched[index] = np.where(seen[index], fetched[index] + data, data)
-            seen[index] = True
+            bad = ~np.isnan(data) & ~((data >= 0) & (data < _LIMIT))
+            if bad.any():
+                refused = refused or value_problem(float(data[bad][0]))
+                data = np.where(bad, np.nan, data)
+            series = np.full(count, np.nan)
+            np.fmax.at(series, index, data)  # duplicates: the larger counts (fmax skips NaN)
+            fetched = np.where(np.isnan(fetched), series, fetched + np.nan_to_num(series))
+        self.refused = refused
         self._place(start, end, fetched)
 
     def _place(self, start: int, end: int, fetched: np.ndarray) -> None:

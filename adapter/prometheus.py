@@ -9,9 +9,13 @@ exponential backoff on connection errors and 429/5xx answers. Range queries long
 Prometheus' 11,000 points per series are split into chunks.
 
 The client is synchronous: the refresher calls it from worker threads, never from the event
-loop. Failures surface as `SourceUnavailable` (cannot reach or authenticate) or
-`QueryFailed` (Prometheus rejected the query); library exceptions are chained, never leaked.
-Secrets are never logged or put into error messages.
+loop. Failures surface as `SourceUnavailable` (cannot reach or authenticate), `QueryFailed`
+(Prometheus rejected the query) or `MalformedAnswer` (the answer is not a matrix of
+``[timestamp, "number"]`` samples: no ``data``, ``result: null``, a sample without a value,
+a value that is not a number); library exceptions are chained, never leaked. Whatever a
+server answers, the only exceptions that leave this module are these `SourceError`s, so a
+broken answer fails the target that asked, never the refresh. Secrets are never logged or
+put into error messages, and an answer is quoted only in a short excerpt.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import reprlib
 from pathlib import Path
 from typing import Protocol
 
@@ -29,25 +34,23 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from adapter.errors import AdapterError
+from adapter.errors import MalformedAnswer, QueryFailed, SourceError, SourceUnavailable
 from adapter.history import Points
+
+__all__ = [
+    "HistorySource",
+    "MalformedAnswer",
+    "PrometheusSettings",
+    "PrometheusSource",
+    "QueryFailed",
+    "SourceError",
+    "SourceUnavailable",
+]
 
 logger = logging.getLogger(__name__)
 
 MAX_POINTS = 11_000
 CHUNK_POINTS = 10_000
-
-
-class SourceError(AdapterError):
-    """History could not be read."""
-
-
-class SourceUnavailable(SourceError):
-    """The history source cannot be reached or refused the credentials (temporary)."""
-
-
-class QueryFailed(SourceError):
-    """The source rejected a query (bad PromQL, too many points): fix the configuration."""
 
 
 class HistorySource(Protocol):
@@ -148,6 +151,10 @@ class PrometheusSource:
         self.queries = 0
         """Requests sent (for the refresh benchmark and /metrics)."""
 
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
     def query_range(self, query: str, start: int, end: int, step: int) -> list[Points]:
         merged: dict[tuple[tuple[str, str], ...], list[Points]] = {}
         chunk = CHUNK_POINTS * step
@@ -174,8 +181,20 @@ class PrometheusSource:
             ) from exc
         if response.status_code != 200:
             raise _status_error(response.status_code, response.text, selector)
-        names = {item.get("__name__", "") for item in response.json().get("data", [])}
-        return sorted(name for name in names if name)
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, or no "data"
+            raise MalformedAnswer(
+                f"Prometheus answered {selector!r} without a list of series: "
+                f"{_excerpt(response.text)}"
+            ) from exc
+        if not isinstance(data, list):
+            raise MalformedAnswer(
+                f"Prometheus answered {selector!r} with data that is not a list of series: "
+                f"{_excerpt(data)}"
+            )
+        names = {item.get("__name__") for item in data if isinstance(item, dict)}
+        return sorted(name for name in names if isinstance(name, str) and name)
 
     def _range(
         self, query: str, start: int, end: int, step: int
@@ -192,19 +211,77 @@ class PrometheusSource:
             status, _, body = str(exc).partition(" (")
             code = int(status.rsplit(" ", 1)[-1]) if status.rsplit(" ", 1)[-1].isdigit() else 0
             raise _status_error(code, body, query) from exc
+        except requests.JSONDecodeError as exc:  # a RequestException too: test it first
+            raise MalformedAnswer(
+                f"Prometheus answered {query!r} with text that is not JSON"
+            ) from exc
         except requests.RequestException as exc:
             raise SourceUnavailable(
                 f"Prometheus at {self.settings.url} is unreachable: {type(exc).__name__}"
             ) from exc
-        out = []
-        for series in result:
-            values = series.get("values", [])
-            # numpy parses the strings itself ("NaN", "+Inf" included): no Python loop per point.
-            stamps = np.array([v[0] for v in values], dtype=np.float64).astype(np.int64)
-            data = np.array([v[1] for v in values], dtype=np.float64)
-            labels = tuple(sorted(series.get("metric", {}).items()))
-            out.append((labels, (stamps, data)))
-        return out
+        except (KeyError, TypeError) as exc:  # the client reads ["data"]["result"] unchecked
+            raise MalformedAnswer(f"Prometheus answered {query!r} without data.result") from exc
+        return _matrix(result, query)
+
+
+def _matrix(result: object, query: str) -> list[tuple[tuple[tuple[str, str], ...], Points]]:
+    """The series of a range query's ``data.result``; `MalformedAnswer` if it is not a matrix."""
+    if not isinstance(result, list):
+        raise MalformedAnswer(
+            f"Prometheus answered {query!r} with a result that is not a list of series: "
+            f"{_excerpt(result)}"
+        )
+    out = []
+    for series in result:
+        values = series.get("values") if isinstance(series, dict) else None
+        metric = series.get("metric", {}) if isinstance(series, dict) else None
+        if not isinstance(values, list) or not isinstance(metric, dict):
+            raise MalformedAnswer(
+                f"Prometheus answered {query!r} with a series that has no list of values and "
+                f"labels: {_excerpt(series)}"
+            )
+        try:
+            # numpy converts the strings itself ("NaN", "+Inf" included): no Python loop per point.
+            samples = np.array(values, dtype=object).reshape(-1, 2) if values else _NO_SAMPLES
+            if len(samples) != len(values) or np.equal(samples, _NULL).any():
+                raise ValueError("not a list of pairs of numbers")
+            stamps = samples[:, 0].astype(np.float64)
+            data = samples[:, 1].astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise MalformedAnswer(
+                f"Prometheus answered {query!r} with a sample that is not "
+                f'[timestamp, "number"]: {_excerpt(_first_malformed(values))}'
+            ) from exc
+        if not np.all(np.isfinite(stamps)):
+            raise MalformedAnswer(
+                f"Prometheus answered {query!r} with a timestamp that is not finite"
+            )
+        labels = tuple(sorted((str(k), str(v)) for k, v in metric.items()))
+        out.append((labels, (stamps.astype(np.int64), data)))
+    return out
+
+
+def _first_malformed(values: list[object]) -> object:
+    for sample in values:
+        try:
+            if not isinstance(sample, list | tuple) or len(sample) != 2 or None in sample:
+                return sample
+            float(sample[0])
+            float(sample[1])
+        except (TypeError, ValueError):
+            return sample
+    return values
+
+
+_NO_SAMPLES = np.empty((0, 2), dtype=object)
+_NULL = np.array(None, dtype=object)
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring = 3, 4, 4, 40
+
+
+def _excerpt(anything: object) -> str:
+    """A bounded quotation of something a server answered (bounded work, too)."""
+    return _QUOTE.repr(anything)
 
 
 def _status_error(code: int, body: str, query: str) -> SourceError:

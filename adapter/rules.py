@@ -40,7 +40,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+from adapter.validation import is_label_name, label_problems, quote, shorten
+
 _PLACEHOLDER = re.compile(r"<<(.*?)>>", re.DOTALL)
 _QUERY_FIELDS = frozenset({"Series", "LabelMatchers", "GroupBy"})
 _TEMPLATE_FIELDS = frozenset({"Group", "Resource"})
@@ -163,20 +164,6 @@ def render_query(
     return _PLACEHOLDER.sub(lambda found: fields[_field(found.group(1))], rule.metrics_query)
 
 
-def label_problems(selector: Mapping[str, str], where: str) -> list[str]:
-    """Problems with a selector's keys as PromQL label names (empty when all are legal)."""
-    return [
-        f"{where}: {key!r} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
-        for key in sorted(selector, key=str)
-        if not is_label_name(key)
-    ]
-
-
-def is_label_name(name: object) -> bool:
-    """Whether `name` is a legal PromQL label name."""
-    return isinstance(name, str) and _LABEL_NAME.fullmatch(name) is not None
-
-
 # --- loading -----------------------------------------------------------------------------
 
 
@@ -188,9 +175,9 @@ def _load_rule(item: Any, index: int, external: bool, problems: list[str]) -> Me
     before = len(problems)
     for key in item:
         if key in _UNSUPPORTED_RULE_FIELDS:
-            problems.append(f"{where}: unsupported field {key!r}")
+            problems.append(f"{where}: unsupported field {quote(key)}")
         elif key not in _RULE_FIELDS:
-            problems.append(f"{where}: unknown field {key!r}")
+            problems.append(f"{where}: unknown field {quote(key)}")
     series_query = _required_text(item, "seriesQuery", where, problems)
     series_filters = _load_filters(item.get("seriesFilters"), f"{where}.seriesFilters", problems)
     namespace_label = _load_resources(
@@ -226,7 +213,7 @@ def _required_text(
         problems.append(f"{where}.{key}: required")
         return None
     if not isinstance(value, str):
-        problems.append(f"{where}.{key}: must be a string (got {value!r})")
+        problems.append(f"{where}.{key}: must be a string (got {quote(value)})")
         return None
     return value
 
@@ -239,7 +226,7 @@ def _optional_text(
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        problems.append(f"{where}.{key}: must be a string (got {value!r})")
+        problems.append(f"{where}.{key}: must be a string (got {quote(value)})")
         return None
     return value
 
@@ -248,14 +235,14 @@ def _unknown_fields(
     section: Mapping[Any, Any], known: Iterable[str], where: str, problems: list[str]
 ) -> None:
     allowed = frozenset(known)
-    problems.extend(f"{where}: unknown field {key!r}" for key in section if key not in allowed)
+    problems.extend(f"{where}: unknown field {quote(key)}" for key in section if key not in allowed)
 
 
 def _compile(pattern: str, where: str, problems: list[str]) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        problems.append(f"{where}: invalid regex ({exc})")
+        problems.append(f"{where}: invalid regex ({shorten(str(exc))})")
         return None
 
 
@@ -310,7 +297,7 @@ def _load_resources(value: Any, where: str, external: bool, problems: list[str])
             )
             if not is_label_name(template_label):
                 problems.append(
-                    f"{where}.template: gives {template_label!r} for the namespace resource, "
+                    f"{where}.template: gives {quote(template_label)} for the namespace resource, "
                     "not a valid Prometheus label name"
                 )
     overrides = _load_overrides(value.get("overrides"), f"{where}.overrides", problems)
@@ -318,7 +305,7 @@ def _load_resources(value: Any, where: str, external: bool, problems: list[str])
     if namespaced is not None and not external:
         problems.append(f"{where}.namespaced: applies to externalRules only")
     elif namespaced is not None and not isinstance(namespaced, bool):
-        problems.append(f"{where}.namespaced: must be true or false (got {namespaced!r})")
+        problems.append(f"{where}.namespaced: must be true or false (got {quote(namespaced)})")
     if len(problems) > before or overrides is None:
         return None
     namespace_labels = [
@@ -329,7 +316,7 @@ def _load_resources(value: Any, where: str, external: bool, problems: list[str])
     if len(namespace_labels) > 1:
         problems.append(
             f"{where}.overrides: more than one label maps to the namespace resource "
-            f"({', '.join(namespace_labels)})"
+            f"({', '.join(shorten(label) for label in namespace_labels)})"
         )
         return None
     namespace_label = namespace_labels[0] if namespace_labels else template_label
@@ -356,9 +343,9 @@ def _load_overrides(
     before = len(problems)
     overrides: list[ResourceOverride] = []
     for label, target in value.items():
-        at = f"{where}.{label}"
+        at = f"{where}.{shorten(str(label))}"
         if not is_label_name(label):
-            problems.append(f"{at}: {label!r} is not a valid Prometheus label name")
+            problems.append(f"{at}: {quote(label)} is not a valid Prometheus label name")
             continue
         if not isinstance(target, Mapping):
             problems.append(f"{at}: must be a mapping {{group, resource}}")
@@ -395,10 +382,12 @@ def _load_name(value: Any, where: str, problems: list[str]) -> tuple[re.Pattern[
             if piece[0].isdecimal() and not piece.isdecimal():
                 digits = piece[: len(piece) - len(piece.lstrip("0123456789"))]
                 hint = (
-                    f"; Go reads '${piece}' as a group named {piece!r}, "
-                    f"write '${{{digits}}}{piece[len(digits) :]}'"
+                    f"; Go reads '${shorten(piece)}' as a group named {quote(piece)}, "
+                    f"write '${{{shorten(digits)}}}{shorten(piece[len(digits) :])}'"
                 )
-            problems.append(f"{where}.as: '${piece}' names no capture group of name.matches{hint}")
+            problems.append(
+                f"{where}.as: '${shorten(piece)}' names no capture group of name.matches{hint}"
+            )
     if len(problems) > before:
         return None
     return pattern, name_as
@@ -418,9 +407,11 @@ def _template_problems(template: str, fields: frozenset[str], where: str) -> lis
             continue
         if inner.startswith(".") and inner[1:] in _ADVANCED_QUERY_FIELDS:
             known = ", ".join(f"<<.{field}>>" for field in sorted(fields))
-            problems.append(f"{where}: unsupported placeholder {found.group(0)} (use {known})")
+            problems.append(
+                f"{where}: unsupported placeholder {shorten(found.group(0))} (use {known})"
+            )
         else:
-            problems.append(f"{where}: unknown placeholder {found.group(0)}")
+            problems.append(f"{where}: unknown placeholder {shorten(found.group(0))}")
     if "<<" in _PLACEHOLDER.sub("\x00", template):
         problems.append(f"{where}: unclosed placeholder ('<<' without '>>')")
     return problems

@@ -38,7 +38,15 @@ import math
 
 import numpy as np
 
-from adapter.errors import AdapterError
+from adapter.errors import PolicyUnavailable
+
+__all__ = [
+    "PolicyUnavailable",
+    "UsageModel",
+    "capacity_replicas",
+    "fit_usage",
+    "resource_replicas",
+]
 
 MIN_FIT_POINTS = 288
 """A day at 5-minute steps: below that the fallback is used."""
@@ -47,16 +55,19 @@ MAX_RELATIVE_ERROR = 0.25
 MIN_EXPLAINED = 0.5
 
 
-class PolicyUnavailable(AdapterError):
-    """No replicas can be derived (no usable usage/traffic history)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class UsageModel:
     base: float
     costs: tuple[float, ...]
     method: str  # "regression" or "proportional"
     held_out_error: float  # relative MAE on the held-out fifth (nan for the fallback)
+
+    def summary(self) -> str:
+        costs = ", ".join(f"{cost:.4g}" for cost in self.costs)
+        return (
+            f"{self.method}: base {self.base:.4g} per replica, costs {costs} "
+            f"(held-out error {100 * self.held_out_error:.1f}%)"
+        )
 
 
 def fit_usage(usage: np.ndarray, replicas: np.ndarray, traffic: np.ndarray) -> UsageModel:

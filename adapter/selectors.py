@@ -26,12 +26,10 @@ import re
 from collections.abc import Mapping
 
 from adapter.errors import InvalidSelector
+from adapter.validation import label_key_problems, label_value_problems
 
 _SPECIAL = frozenset("=!(),><")
 _WHITESPACE = frozenset(" \t\r\n")
-_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _INT64 = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -132,13 +130,6 @@ def parse_selector(text: str) -> Selector:
     return _Parser(_tokens(text)).parse()
 
 
-def validate_label(key: str, value: str) -> list[str]:
-    """Problems with one label of a series (empty when the label is valid)."""
-    problems = [f"label key {key!r}: {problem}" for problem in _key_problems(key)]
-    problems += [f"label {key}={value!r}: {problem}" for problem in _value_problems(value)]
-    return problems
-
-
 # --- lexer -------------------------------------------------------------------------------
 
 _IDENTIFIER, _END = "identifier", "end of string"
@@ -229,7 +220,7 @@ class _Parser:
             kind, key = self._next()
         if kind != _IDENTIFIER:
             raise InvalidSelector(f"found '{key}', expected: identifier")
-        _check(_key_problems(key), key)
+        _check(label_key_problems(key), key)
         if negated:
             # "!key" takes no operator; the caller rejects anything but "," or the end.
             return Requirement(key, Operator.DOES_NOT_EXIST)
@@ -241,7 +232,7 @@ class _Parser:
             raise InvalidSelector(f"found '{literal}', expected: in, notin, =, ==, !=, gt, lt")
         values = self._set() if operator in _SET_OPERATORS else self._exact()
         for value in values:
-            _check(_value_problems(value), value)
+            _check(label_value_problems(value), value)
         if operator in (Operator.GREATER_THAN, Operator.LESS_THAN) and _as_int64(values[0]) is None:
             raise InvalidSelector(
                 f"for 'gt', 'lt' operators, the value must be an integer, not '{values[0]}'"
@@ -283,41 +274,6 @@ class _Parser:
 def _check(problems: list[str], subject: str) -> None:
     if problems:
         raise InvalidSelector(f"invalid value '{subject}': " + "; ".join(problems))
-
-
-def _key_problems(key: str) -> list[str]:
-    prefix, slash, name = key.rpartition("/")
-    problems: list[str] = []
-    if slash:
-        if "/" in prefix:
-            return ["a qualified name may contain at most one '/'"]
-        if not prefix:
-            problems.append("prefix part must be non-empty")
-        elif len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix):
-            problems.append(
-                "prefix part must be a lowercase DNS subdomain of at most 253 characters"
-            )
-    if not name:
-        problems.append("name part must be non-empty")
-    elif len(name) > 63:
-        problems.append("name part must be no more than 63 characters")
-    elif not _NAME.fullmatch(name):
-        problems.append(
-            "name part must consist of alphanumeric characters, '-', '_' or '.', "
-            "and must start and end with an alphanumeric character"
-        )
-    return problems
-
-
-def _value_problems(value: str) -> list[str]:
-    if len(value) > 63:
-        return ["must be no more than 63 characters"]
-    if not _VALUE.fullmatch(value):
-        return [
-            "a label value must be empty or consist of alphanumeric characters, '-', '_' or '.', "
-            "and must start and end with an alphanumeric character"
-        ]
-    return []
 
 
 def _as_int64(text: str | None) -> int | None:

@@ -3,7 +3,8 @@
 It stands in for the forecasting pipeline until that exists and stays useful afterwards: to
 try an HPA or KEDA recipe against known numbers, or to pin a value during an incident. The
 file is re-read when its contents change; a file with problems is rejected as a whole, with
-every problem listed, and the values loaded before keep being served.
+every problem listed, and the values loaded before keep being served. The file is read and
+parsed as `adapter.validation` reads every file: bounded in size, aliases and quoting.
 
 File format::
 
@@ -24,22 +25,29 @@ import datetime
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adapter.api import MetricInfo, MetricValue
 from adapter.errors import InvalidConfiguration
-from adapter.selectors import Selector, validate_label
+from adapter.selectors import Selector
 from adapter.store import ValueTable
+from adapter.validation import (
+    MAX_DOCUMENT_BYTES,
+    collection_paused,
+    is_dns_label,
+    is_metric_name,
+    load_document,
+    quote,
+    read_document,
+    shorten,
+    validate_label,
+)
 
 logger = logging.getLogger(__name__)
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _ITEM_KEYS = frozenset({"metric", "namespace", "labels", "value", "window"})
 
 Clock = Callable[[], datetime.datetime]
@@ -52,36 +60,50 @@ def _utcnow() -> datetime.datetime:
 class StaticProvider:
     """Serves the values of one YAML file (or nothing, without a file)."""
 
-    def __init__(self, path: Path | None, *, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        clock: Clock = _utcnow,
+        max_bytes: int = MAX_DOCUMENT_BYTES,
+    ) -> None:
         self.path = path
         self._clock = clock
-        self._digest = ""
+        self._max_bytes = max_bytes
+        self._digest = ""  # of the contents last parsed, whether they were served or rejected
         self._table = ValueTable()
 
     def load(self) -> None:
         """Read the file now; raises `InvalidConfiguration` and keeps the old values."""
         if self.path is None:
             return
-        try:
-            text = self.path.read_bytes()
-        except OSError as exc:
-            raise InvalidConfiguration(str(self.path), [f"cannot read: {exc.strerror}"]) from exc
-        table = parse_values(text, str(self.path), self._clock())
-        self._table, self._digest = table, hashlib.sha256(text).hexdigest()
-        logger.info("loaded %d static values from %s", len(table), self.path)
+        self._digest = ""
+        self._load(read_document(self.path, self._max_bytes))
 
     def reload_if_changed(self) -> bool:
-        """Load the file again if its contents changed since the last good load."""
+        """Load the file again if its contents changed since they were last parsed.
+
+        Contents that were rejected are not parsed again (nor reported again) until they
+        change. A file that cannot be read raises `InvalidConfiguration` on every call.
+        """
         if self.path is None:
             return False
         try:
-            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError:
-            digest = ""  # let load() report the problem
-        if digest == self._digest:
+            text = read_document(self.path, self._max_bytes)
+        except InvalidConfiguration:
+            self._digest = ""  # whatever the file holds when it is back is looked at again
+            raise
+        if hashlib.sha256(text).hexdigest() == self._digest:
             return False
-        self.load()
+        self._load(text)
         return True
+
+    def _load(self, text: bytes) -> None:
+        assert self.path is not None
+        self._digest = hashlib.sha256(text).hexdigest()
+        table = parse_values(text, str(self.path), self._clock(), max_bytes=self._max_bytes)
+        self._table = table
+        logger.info("loaded %d static values from %s", len(table), self.path)
 
     def list_metrics(self) -> Sequence[MetricInfo]:
         return self._table.metrics()
@@ -90,17 +112,23 @@ class StaticProvider:
         return self._table.select(namespace, metric, selector)
 
 
-def parse_values(text: bytes, source: str, loaded_at: datetime.datetime) -> ValueTable:
-    """A table from the file's text, or `InvalidConfiguration` naming every problem."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidConfiguration(source, [f"not valid YAML: {exc}"]) from exc
-    if document is None:
-        document = {"values": []}
-    if not isinstance(document, dict):
-        raise InvalidConfiguration(source, ["the file must be a mapping with a 'values' list"])
-    problems = [f"{key}: unknown field" for key in document if key != "values"]
+def parse_values(
+    text: bytes,
+    source: str,
+    loaded_at: datetime.datetime,
+    *,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> ValueTable:
+    """A table from the file's text, or `InvalidConfiguration` naming every problem.
+
+    An empty file is a problem; ``values: []`` is a file that serves nothing.
+    """
+    with collection_paused():
+        return _table(load_document(text, source, max_bytes=max_bytes), source, loaded_at)
+
+
+def _table(document: dict[Any, Any], source: str, loaded_at: datetime.datetime) -> ValueTable:
+    problems = [f"{shorten(str(key))}: unknown field" for key in document if key != "values"]
     items = document.get("values", [])
     if not isinstance(items, list):
         raise InvalidConfiguration(source, [*problems, "values: must be a list"])
@@ -128,33 +156,35 @@ def _parse_item(
         problems.append(f"{where}: must be a mapping")
         return None
     before = len(problems)
-    problems.extend(f"{where}.{key}: unknown field" for key in item if key not in _ITEM_KEYS)
+    problems.extend(
+        f"{where}.{shorten(str(key))}: unknown field" for key in item if key not in _ITEM_KEYS
+    )
     metric = item.get("metric")
     if not isinstance(metric, str) or not is_metric_name(metric):
         problems.append(
             f"{where}.metric: must be a non-empty name without '/', '%' or whitespace, "
-            f"not '.' or '..' (got {metric!r})"
+            f"not '.' or '..' (got {quote(metric)})"
         )
     namespace = item.get("namespace")
     if not is_dns_label(namespace):
-        problems.append(f"{where}.namespace: must be a DNS-1123 label (got {namespace!r})")
+        problems.append(f"{where}.namespace: must be a DNS-1123 label (got {quote(namespace)})")
     labels = item.get("labels", {})
     if not isinstance(labels, dict):
         problems.append(f"{where}.labels: must be a mapping of strings")
         labels = {}
     for key, label in labels.items():
         if not isinstance(key, str) or not isinstance(label, str):
-            problems.append(f"{where}.labels: keys and values must be strings ({key!r})")
+            problems.append(f"{where}.labels: keys and values must be strings ({quote(key)})")
             continue
         problems.extend(
-            f"{where}.labels.{key}: {problem}" for problem in validate_label(key, label)
+            f"{where}.labels.{shorten(key)}: {problem}" for problem in validate_label(key, label)
         )
     value = item.get("value")
     number: Decimal | None = None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(f"{where}.value: must be a number (got {value!r})")
+        problems.append(f"{where}.value: must be a number (got {quote(value)})")
     elif not math.isfinite(value) or value < 0:
-        problems.append(f"{where}.value: must be finite and >= 0 (got {value!r})")
+        problems.append(f"{where}.value: must be finite and >= 0 (got {quote(value)})")
     else:
         number = MetricValue.decimal(value)
     window = item.get("window")
@@ -167,17 +197,3 @@ def _parse_item(
     assert isinstance(metric, str)
     assert isinstance(namespace, str)
     return namespace, metric, MetricValue(dict(labels), number, loaded_at, window)
-
-
-def is_dns_label(name: object) -> bool:
-    """Whether `name` is a DNS-1123 label (a Kubernetes namespace or object name)."""
-    return isinstance(name, str) and len(name) <= 63 and _DNS_LABEL.fullmatch(name) is not None
-
-
-def is_metric_name(name: str) -> bool:
-    """Whether `name` can be a metric name in a URL path, as the HPA's validation requires."""
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and not any(ch in "/%" or ch.isspace() or not ch.isprintable() for ch in name)
-    )

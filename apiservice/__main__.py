@@ -1,16 +1,27 @@
 """Command line: ``predictive-metrics-adapter {serve,local,certs}``; the composition root.
 
 This is the only module that exits the process: 0 on a clean stop, 1 when the server cannot
-start (TLS material, Kubernetes API), 2 for invalid settings (every problem listed).
+start (TLS material, Kubernetes API) or could not stop within ``--shutdown-timeout``, 2 for
+invalid settings (every problem listed).
+
+On SIGTERM or SIGINT the server stops within ``--shutdown-timeout`` (see `Server.stop`). A
+worker thread still blocked in a call (a hung Kubernetes API, say) does not hold the exit
+back: the process leaves without waiting for it, and a watchdog ends it at the deadline
+should the stop itself hang.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -23,6 +34,10 @@ from apiservice.settings import Settings
 from certs import errors as tls_errors
 
 logger = logging.getLogger("apiservice")
+
+THREAD_PATIENCE = 0.5
+"""Seconds given to worker threads to finish after the server stopped, before exiting
+without them."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--secure-port", type=int, default=6443)
     local.add_argument("--values-file", type=Path)
     local.add_argument("--log-level", default="info", choices=settings_module.LOG_LEVELS)
+    settings_module.add_connection_flags(local)
     local.set_defaults(run=_local)
 
     certs = sub.add_parser("certs", help="make TLS material").add_subparsers(
@@ -108,6 +124,9 @@ def _local(args: argparse.Namespace) -> int:
         logger.error("cannot prepare local certificates: %s", exc)
         return 1
     lines = "\n".join(f"  {command}" for command in commands.local_commands(setup))
+    serving = dataclasses.replace(
+        setup.settings.serving, **settings_module.connection_settings(args)
+    )
 
     async def announce(server: Server) -> None:
         # Wait for the first forecast, so that the printed commands show a value at once.
@@ -117,7 +136,8 @@ def _local(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.1)
         print(f"\nThe adapter is serving. Try:\n{lines}\nStop it with Ctrl-C.\n", flush=True)
 
-    return _run(setup.settings, on_started=announce, source=setup.source)
+    settings = dataclasses.replace(setup.settings, serving=serving)
+    return _run(settings, on_started=announce, source=setup.source)
 
 
 async def _nothing(server: Server) -> None:
@@ -151,6 +171,14 @@ def _run(
             exc.strerror,
         )
         return 1
+    busy = _busy_threads(patience=THREAD_PATIENCE)
+    if busy:
+        logger.warning(
+            "exiting without waiting for %d blocked worker thread(s): %s",
+            len(busy),
+            ", ".join(busy),
+        )
+        _exit_now(0)
     return 0
 
 
@@ -163,11 +191,47 @@ async def _serve_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
+        # What start-up built (the model, torch, the config) lives until exit: keep the cycle
+        # collector from walking it on every full pass, which holds the GIL for ~0.1 s.
+        gc.freeze()
         await on_started(server)
         await stop.wait()
-        logger.info("stopping")
+        budget = server.settings.serving.shutdown_timeout
+        logger.info("stopping within %gs", budget)
+        watchdog = threading.Timer(budget, _overrun, args=(budget,))
+        watchdog.daemon = True
+        watchdog.start()
     finally:
         await server.stop()
+
+
+def _overrun(budget: float) -> None:
+    logger.error(
+        "stopping took longer than --shutdown-timeout (%gs); exiting now (busy threads: %s)",
+        budget,
+        ", ".join(_busy_threads()) or "none",
+    )
+    _exit_now(1)
+
+
+def _busy_threads(patience: float = 0.0) -> list[str]:
+    """Threads that would hold back the interpreter's exit (it joins them all), after
+    `patience` seconds for those just finishing their work."""
+    me = threading.current_thread()
+    threads = [t for t in threading.enumerate() if t is not me and not t.daemon]
+    deadline = time.monotonic() + patience
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [thread.name for thread in threads if thread.is_alive()]
+
+
+def _exit_now(code: int) -> None:
+    """Exit without joining worker threads, after writing out what was logged."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

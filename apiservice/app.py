@@ -3,8 +3,9 @@
 Middleware, outermost first:
 
 1. *observe*: request count and latency by route template and code (for /metrics);
-2. *status*: any exception below becomes a `metav1.Status` answer (`apiservice.status`);
-3. *guard*: OpenAPI paths answer 404 unauthenticated (the aggregator fetches them without
+2. *drain*: tracks the request, so that shutdown answers it (`apiservice.drain`);
+3. *status*: any exception below becomes a `metav1.Status` answer (`apiservice.status`);
+4. *guard*: OpenAPI paths answer 404 unauthenticated (the aggregator fetches them without
    groups); always-allowed paths (health) skip authentication; everything else is
    authenticated (401) and then authorized (403) before its handler runs, so an unknown
    path tells an anonymous caller nothing.
@@ -24,6 +25,7 @@ import adapter
 from apiservice import authz, handlers
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
+from apiservice.drain import Drain
 from apiservice.identity import User
 from apiservice.instrumentation import Instrumentation
 from apiservice.status import Handler, status_middleware
@@ -45,8 +47,10 @@ def build_app(
     authorizer: Authorizer,
     instrumentation: Instrumentation,
     health: handlers.Health | None = None,
+    drain: Drain | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_observe, status_middleware, _guard])
+    drain = drain or Drain()
+    app = web.Application(middlewares=[_observe, drain.middleware, status_middleware, _guard])
     app[handlers.PROVIDER] = provider
     app[handlers.INSTRUMENTATION] = instrumentation
     app[handlers.HEALTH] = health or handlers.Health()

@@ -7,6 +7,14 @@
 3. **Bearer token.** Checked with a TokenReview against the Kubernetes API, cached.
 4. Otherwise **401**: anonymous requests are not served.
 
+Certificates never wait for the Kubernetes API, and neither does a token with a cached
+answer. Accepted and rejected tokens are cached apart, so made-up tokens cannot push a good
+one out; a good token in use is reviewed again before its answer expires, in the background,
+and tokens that authenticated lately are reviewed in their own lane (`apiservice.kube`). A
+review that cannot be made is a **429** (too many waiting: refused at once) or a **503** (the
+API failed or missed the deadline; remembered for `ERROR_TTL` per token), never a 500 and
+never a 401 that would tell a good token's owner it is bad.
+
 Every authenticated user gets the group system:authenticated, as kube-apiserver adds it.
 
 The TLS layer has already verified any presented certificate against the union of all trusted
@@ -24,6 +32,8 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import math
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Final
@@ -38,12 +48,27 @@ from multidict import CIMultiDictProxy
 from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import User
 from apiservice.instrumentation import Instrumentation
-from apiservice.kube import KubeAPI
+from apiservice.kube import KubeAPI, TroubleLog, was_refused
+from apiservice.settings import AuthenticationSettings
 from apiservice.trust import RequestHeaderTrust, Trust, TrustSource
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+
+TOKEN_CACHE_SIZE = 4096
+"""Tokens remembered per kind of answer (accepted, rejected, failed, known)."""
+
+ERROR_TTL = 2.0
+"""Seconds a failed TokenReview is remembered per token: a token repeated while the API
+fails costs one review per 2 s, not one per request, and recovers 2 s after the API does."""
+
+KNOWN_TTL = 600.0
+"""Seconds a token that authenticated keeps its place in the renewal lane: longer than any
+client's polling interval (the HPA's is 15 s), short against a token's lifetime."""
+
+RETRY_AFTER = "1"
+"""Retry-After of a refused review, as kube-apiserver's max-in-flight filter sends."""
 
 
 def _utcnow() -> datetime.datetime:
@@ -64,7 +89,8 @@ class CertificateVerdict:
 
 
 class Authenticator:
-    """Turns a request into a `User`, or raises a 401 `StatusError`."""
+    """Turns a request into a `User`, or raises a `StatusError`: 401, or 429 or 503 when a
+    bearer token cannot be reviewed now."""
 
     def __init__(
         self,
@@ -74,6 +100,7 @@ class Authenticator:
         token_ttl: float,
         instrumentation: Instrumentation,
         clock: Clock = _utcnow,
+        review_timeout: float = AuthenticationSettings.token_webhook_timeout,
     ) -> None:
         self._trust = trust
         self._kube = kube
@@ -81,9 +108,18 @@ class Authenticator:
         self._clock = clock
         self._verdicts: cachetools.LRUCache[tuple[bytes, int], CertificateVerdict]
         self._verdicts = cachetools.LRUCache(maxsize=1024)
-        self._tokens: cachetools.TTLCache[bytes, User | None]
-        self._tokens = cachetools.TTLCache(maxsize=4096, ttl=token_ttl)
-        self._reviews_in_flight: dict[bytes, asyncio.Task[User | None]] = {}
+        self._token_ttl = token_ttl
+        self._review_timeout = review_timeout
+        self._accepted: cachetools.TTLCache[bytes, _Accepted]
+        self._accepted = cachetools.TTLCache(maxsize=TOKEN_CACHE_SIZE, ttl=token_ttl)
+        self._rejected: cachetools.TTLCache[bytes, bool]
+        self._rejected = cachetools.TTLCache(maxsize=TOKEN_CACHE_SIZE, ttl=token_ttl)
+        self._failed: cachetools.TTLCache[bytes, str]
+        self._failed = cachetools.TTLCache(maxsize=TOKEN_CACHE_SIZE, ttl=ERROR_TTL)
+        self._known: cachetools.TTLCache[bytes, bool]
+        self._known = cachetools.TTLCache(maxsize=TOKEN_CACHE_SIZE, ttl=KNOWN_TTL)
+        self._reviews_in_flight: dict[bytes, asyncio.Task[_Outcome]] = {}
+        self._trouble = TroubleLog(logger, logging.WARNING)
 
     async def authenticate(self, request: web.Request) -> User:
         problems: list[str] = []
@@ -95,7 +131,11 @@ class Authenticator:
                 return user.with_authenticated_group()
         token = _bearer_token(request.headers.get("Authorization", ""))
         if token is not None:
-            user = await self._from_token(token, problems)
+            try:
+                user = await self._from_token(token, problems)
+            except StatusError:
+                self._metrics.authentications.labels("token", "error").inc()
+                raise
             if user is not None:
                 self._metrics.authentications.labels("token", "success").inc()
                 return user.with_authenticated_group()
@@ -144,6 +184,8 @@ class Authenticator:
         return None
 
     async def _from_token(self, token: str, problems: list[str]) -> User | None:
+        """The token's user, None if it is not accepted; a `StatusError` (429 or 503) if it
+        cannot be reviewed now."""
         if not token:
             problems.append("empty bearer token")
             return None
@@ -151,34 +193,81 @@ class Authenticator:
             problems.append("bearer token, but no Kubernetes API to review it")
             return None
         key = hashlib.sha256(token.encode()).digest()
-        user = self._tokens.get(key, _MISSING)
-        if user is _MISSING:
-            user = await self._review_once(key, token)
-        if user is None:
+        accepted = self._accepted.get(key)
+        if accepted is not None:
+            if time.monotonic() - accepted.reviewed_at >= self._token_ttl / 2:
+                _ = self._review_once(key, token)  # renewed ahead of expiry; no waiting
+            return accepted.user
+        if key in self._rejected:
+            outcome: _Outcome = None
+        else:
+            outcome = self._failed.get(key) or await asyncio.shield(self._review_once(key, token))
+        if isinstance(outcome, str):
+            raise _unreviewed(outcome)
+        if outcome is None:
             problems.append("the bearer token was not accepted")
-        return user
+        return outcome
 
-    async def _review_once(self, key: bytes, token: str) -> User | None:
+    def _review_once(self, key: bytes, token: str) -> asyncio.Task[_Outcome]:
         """One TokenReview per token at a time; concurrent requests share its answer."""
         review = self._reviews_in_flight.get(key)
         if review is None:
             review = asyncio.create_task(self._review(key, token))
             self._reviews_in_flight[key] = review
             review.add_done_callback(lambda _: self._reviews_in_flight.pop(key, None))
-        return await asyncio.shield(review)
+        return review
 
-    async def _review(self, key: bytes, token: str) -> User | None:
+    async def _review(self, key: bytes, token: str) -> _Outcome:
         assert self._kube is not None
         try:
-            user = await self._kube.review_token(token)
+            user = await self._kube.review_token(
+                token, deadline=self._review_timeout, known=key in self._known
+            )
         except KubeAPIError as exc:
-            logger.warning("cannot review a bearer token: %s", exc)
-            return None  # not cached: the next request asks again
-        self._tokens[key] = user
+            if was_refused(exc):
+                self._trouble(_REFUSED, f"bearer tokens answered 429: {exc}")
+                return _REFUSED
+            self._trouble(_FAILED, f"cannot review a bearer token: {exc}")
+            self._failed[key] = _FAILED
+            return _FAILED
+        self._failed.pop(key, None)
+        if user is None:
+            self._rejected[key] = True
+            self._accepted.pop(key, None)
+            self._known.pop(key, None)
+            return None
+        self._accepted[key] = _Accepted(user, time.monotonic())
+        self._known[key] = True
         return user
 
 
-_MISSING: Final = User("")
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Accepted:
+    user: User
+    reviewed_at: float
+    """`time.monotonic()` of the review."""
+
+
+_REFUSED: Final = "refused"
+_FAILED: Final = "failed"
+_Outcome = User | None | str
+"""What a review gives: the user, None (rejected), or why there is no answer."""
+
+
+def _unreviewed(outcome: str) -> StatusError:
+    if outcome == _REFUSED:
+        return StatusError(
+            429,
+            "Too many requests, please try again later: bearer tokens are not reviewed "
+            "faster than the Kubernetes API answers",
+            headers={"Retry-After": RETRY_AFTER},
+        )
+    return StatusError(
+        503,
+        "the bearer token could not be reviewed: the Kubernetes API did not answer; "
+        "try again later",
+        headers={"Retry-After": str(math.ceil(ERROR_TTL))},
+    )
 
 
 def _judge(der: bytes, trust: Trust) -> CertificateVerdict:

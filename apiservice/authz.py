@@ -8,6 +8,11 @@ resource ``<metric>`` of group external.metrics.k8s.io in the namespace); any ot
 non-resource request for that path. Without a Kubernetes API nobody outside the always-allowed
 groups is authorized.
 
+An allowed decision in use is reviewed again before it expires, in the background, so a
+steady client (the HPA) never waits for a review. A review that cannot be made is a 429 (too
+many waiting) or a 503 (the API failed or missed the deadline; remembered for `ERROR_TTL`),
+never a 500.
+
 Paths that need neither authentication nor authorization (health probes) are decided by the
 caller with `Authorizer.always_allows_path`, before authentication.
 """
@@ -15,7 +20,10 @@ caller with `Authorizer.always_allows_path`, before authentication.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
+import time
 
 import cachetools
 from aiohttp import web
@@ -24,7 +32,7 @@ import adapter
 from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import Attributes, User
 from apiservice.instrumentation import Instrumentation
-from apiservice.kube import AccessDecision, KubeAPI
+from apiservice.kube import AccessDecision, KubeAPI, TroubleLog, was_refused
 from apiservice.settings import AuthorizationSettings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +45,16 @@ TARGET_ROUTE = "target-prediction"
 """KEDA's metrics-api route: reading a target's predictions is `get` on predicted_replicas."""
 
 _Key = tuple[tuple[object, ...], Attributes]
+
+CACHE_SIZE = 10_000
+"""Decisions remembered per kind (allowed, denied, failed)."""
+
+ERROR_TTL = 2.0
+"""Seconds a failed SubjectAccessReview is remembered per user and request: a repeated
+request while the API fails costs one review per 2 s, not one per request."""
+
+RETRY_AFTER = "1"
+"""Retry-After of a refused review, as kube-apiserver's max-in-flight filter sends."""
 
 
 def attributes_for(request: web.Request) -> Attributes:
@@ -71,17 +89,21 @@ class Authorizer:
         self._exact_paths = frozenset(p for p in settings.always_allow_paths if not p.endswith("*"))
         self._path_prefixes = tuple(p[:-1] for p in settings.always_allow_paths if p.endswith("*"))
         self._metrics = instrumentation
-        self._allowed: cachetools.TTLCache[_Key, AccessDecision]
-        self._allowed = cachetools.TTLCache(maxsize=10_000, ttl=settings.authorized_ttl)
+        self._allowed: cachetools.TTLCache[_Key, _Allowed]
+        self._allowed = cachetools.TTLCache(maxsize=CACHE_SIZE, ttl=settings.authorized_ttl)
         self._denied: cachetools.TTLCache[_Key, AccessDecision]
-        self._denied = cachetools.TTLCache(maxsize=10_000, ttl=settings.unauthorized_ttl)
-        self._in_flight: dict[_Key, asyncio.Task[AccessDecision]] = {}
+        self._denied = cachetools.TTLCache(maxsize=CACHE_SIZE, ttl=settings.unauthorized_ttl)
+        self._failed: cachetools.TTLCache[_Key, str]
+        self._failed = cachetools.TTLCache(maxsize=CACHE_SIZE, ttl=ERROR_TTL)
+        self._in_flight: dict[_Key, asyncio.Task[AccessDecision | str]] = {}
+        self._trouble = TroubleLog(logger, logging.ERROR)
 
     def always_allows_path(self, path: str) -> bool:
         return path in self._exact_paths or path.startswith(self._path_prefixes)
 
     async def authorize(self, user: User, attributes: Attributes) -> None:
-        """Return if allowed; raise a 403 (denied) or 500 (review failed) `StatusError`."""
+        """Return if allowed; raise a 403 (denied), 429 (too many reviews waiting) or 503
+        (the review failed) `StatusError`."""
         if self._groups.intersection(user.groups):
             self._metrics.authorizations.labels("allowed", "always-allow").inc()
             return
@@ -89,37 +111,86 @@ class Authorizer:
             self._metrics.authorizations.labels("denied", "no-authorizer").inc()
             raise _forbidden(user, attributes, "no Kubernetes API is configured to authorize")
         key: _Key = (user.key(), attributes)
-        decision = self._allowed.get(key) or self._denied.get(key)
+        allowed = self._allowed.get(key)
+        if allowed is not None:
+            if time.monotonic() - allowed.reviewed_at >= self._settings.authorized_ttl / 2:
+                _ = self._review_once(key, user, attributes)  # renewed ahead; no waiting
+            self._metrics.authorizations.labels("allowed", "cache").inc()
+            return
+        decision: AccessDecision | str | None = self._denied.get(key) or self._failed.get(key)
         source = "cache"
         if decision is None:
             source = "review"
-            decision = await self._review_once(key, user, attributes)
+            decision = await asyncio.shield(self._review_once(key, user, attributes))
+        if isinstance(decision, str):
+            self._metrics.authorizations.labels("error", source).inc()
+            raise _unreviewed(decision)
         self._metrics.authorizations.labels(
             "allowed" if decision.allowed else "denied", source
         ).inc()
         if not decision.allowed:
             raise _forbidden(user, attributes, decision.reason)
 
-    async def _review_once(self, key: _Key, user: User, attributes: Attributes) -> AccessDecision:
+    def _review_once(
+        self, key: _Key, user: User, attributes: Attributes
+    ) -> asyncio.Task[AccessDecision | str]:
+        """One review per user and request at a time; concurrent requests share its answer."""
         review = self._in_flight.get(key)
         if review is None:
             review = asyncio.create_task(self._review(key, user, attributes))
             self._in_flight[key] = review
             review.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        return await asyncio.shield(review)
+        return review
 
-    async def _review(self, key: _Key, user: User, attributes: Attributes) -> AccessDecision:
+    async def _review(self, key: _Key, user: User, attributes: Attributes) -> AccessDecision | str:
+        """The decision, or why there is none (`_REFUSED`, `_FAILED`)."""
         assert self._kube is not None
         try:
-            decision = await self._kube.review_access(user, attributes)
+            decision = await self._kube.review_access(
+                user, attributes, deadline=self._settings.webhook_timeout
+            )
         except KubeAPIError as exc:
-            self._metrics.authorizations.labels("error", "review").inc()
-            logger.error("authorization of %s failed: %s", user.name, exc)
-            raise StatusError(
-                500, "Internal error occurred: the authorization check failed"
-            ) from exc
-        (self._allowed if decision.allowed else self._denied)[key] = decision
+            if was_refused(exc):
+                self._trouble(_REFUSED, f"authorization answered 429: {exc}")
+                return _REFUSED
+            self._trouble(_FAILED, f"authorization of {user.name} failed: {exc}")
+            self._failed[key] = _FAILED
+            return _FAILED
+        self._failed.pop(key, None)
+        if decision.allowed:
+            self._allowed[key] = _Allowed(decision, time.monotonic())
+            self._denied.pop(key, None)
+        else:
+            self._denied[key] = decision
+            self._allowed.pop(key, None)
         return decision
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Allowed:
+    decision: AccessDecision
+    reviewed_at: float
+    """`time.monotonic()` of the review."""
+
+
+_REFUSED = "refused"
+_FAILED = "failed"
+
+
+def _unreviewed(outcome: str) -> StatusError:
+    if outcome == _REFUSED:
+        return StatusError(
+            429,
+            "Too many requests, please try again later: the authorization check is waiting "
+            "for the Kubernetes API",
+            headers={"Retry-After": RETRY_AFTER},
+        )
+    return StatusError(
+        503,
+        "the authorization check could not be made: the Kubernetes API did not answer; "
+        "try again later",
+        headers={"Retry-After": str(math.ceil(ERROR_TTL))},
+    )
 
 
 def _forbidden(user: User, attributes: Attributes, reason: str) -> StatusError:

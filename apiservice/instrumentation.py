@@ -62,6 +62,28 @@ class Instrumentation:
             "When the serving certificate in use expires (unix seconds).",
             registry=self.registry,
         )
+        self.connections = Gauge(
+            f"{PREFIX}_https_connections",
+            "HTTPS connections open, those in the TLS handshake included.",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            f"{PREFIX}_https_connections_refused_total",
+            "Connections closed on arrival because --max-connections were open.",
+            registry=self.registry,
+        )
+        self.connection_timeouts = Counter(
+            f"{PREFIX}_https_connection_timeouts_total",
+            "Connections closed because a client was too slow, by what it was slow to send.",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.malformed_requests = Counter(
+            f"{PREFIX}_http_malformed_requests_total",
+            "Requests the HTTP parser rejected (never routed), by status code.",
+            ["code"],
+            registry=self.registry,
+        )
         self.reload_failures = Counter(
             f"{PREFIX}_reload_failures_total",
             "Failed reloads that left the previous material in use, by what was reloaded.",

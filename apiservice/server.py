@@ -1,9 +1,11 @@
 """Compose and run the server: settings in, a listening HTTPS server out.
 
 `Server` wires the parts (Kubernetes client, trust, TLS, provider, authentication,
-authorization, app) and owns their lifecycle: `start` binds the listener and starts the
-periodic background work (certificate reload, trust refresh, values reload); `stop` ends it.
-`__main__` drives it for the command line; tests drive it in-process, on port 0.
+authorization, app) and owns their lifecycle: `start` binds the listener (`apiservice.listener`,
+which bounds every connection) and starts the periodic background work (certificate reload,
+trust refresh, values reload); `stop` ends it within ``--shutdown-timeout``, every request in
+flight answered (`apiservice.drain`). `__main__` drives it for the command line; tests drive
+it in-process, on port 0.
 
 Background work runs as guarded periodic tasks: a failing iteration is logged and retried on
 the next tick with the previous material still in use; a task that dies makes /livez fail.
@@ -25,9 +27,11 @@ import forecaster
 from apiservice import app as application, handlers, trust as trusting
 from apiservice.authn import Authenticator
 from apiservice.authz import Authorizer
+from apiservice.drain import ANSWER_TIME, Drain
 from apiservice.errors import ConfigError, KubeAPIError, TrustError
 from apiservice.instrumentation import Instrumentation
 from apiservice.kube import KubeAPI
+from apiservice.listener import Listener
 from apiservice.settings import Settings
 from certs import errors as tls_errors, serving
 
@@ -35,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 STARTUP_ATTEMPTS = 5
 """Tries to read the authentication ConfigMap at start-up before giving up (1 s, 2 s, ...)."""
+
+STOP_RESERVE = 2.0
+"""Seconds of the shutdown budget kept for stopping what is not a request (at most a quarter
+of the budget)."""
 
 
 class Server:
@@ -62,14 +70,18 @@ class Server:
         self.store: adapter.PredictionStore | None = None
         self.grpc: Any = None  # grpc.aio.Server, when the KEDA scaler runs (optional extra)
         self.grpc_port: int | None = None
-        self._config_digest = ""
+        self._config_digest = ""  # of the config last parsed, whether adopted or rejected
+        self._reload_problems: dict[str, str] = {}  # file -> the problem last reported
         config_file = settings.provider.config_file
+        self._own_source: adapter.PrometheusSource | None = None  # closed by stop()
         if provider is None and config_file is not None:
             config = self._read_config()
             model = forecaster.load_forecaster(settings.provider.model)
             store = adapter.PredictionStore(clock)
+            if source is None:
+                source = self._own_source = adapter.PrometheusSource(settings.provider.prometheus)
             self.refresher = adapter.Refresher(
-                source or adapter.PrometheusSource(settings.provider.prometheus),
+                source,
                 model,
                 store,
                 ttl=settings.provider.prediction_ttl,
@@ -82,7 +94,9 @@ class Server:
             self.store = store
             provider = store
         elif provider is None:
-            self._static = adapter.StaticProvider(settings.provider.values_file)
+            self._static = adapter.StaticProvider(
+                settings.provider.values_file, max_bytes=settings.provider.config_max_bytes
+            )
             provider = self._static
         self.provider = provider
         cert_file, key_file = settings.serving.tls_cert_file, settings.serving.tls_private_key_file
@@ -95,6 +109,7 @@ class Server:
             on_change=lambda trust: self.tls.set_client_cas(trust.ca_bundle()),
         )
         self.health = handlers.Health()
+        self.drain = Drain()
         self.app = application.build_app(
             provider=provider,
             predictions=self.store,
@@ -102,6 +117,7 @@ class Server:
                 self.trust,
                 self.kube,
                 token_ttl=settings.authentication.token_cache_ttl,
+                review_timeout=settings.authentication.token_webhook_timeout,
                 instrumentation=self.instrumentation,
             ),
             authorizer=Authorizer(
@@ -109,15 +125,16 @@ class Server:
             ),
             instrumentation=self.instrumentation,
             health=self.health,
+            drain=self.drain,
         )
         self._runner: web.AppRunner | None = None
+        self.listener: Listener | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
     def port(self) -> int:
-        assert self._runner is not None
-        address = self._runner.addresses[0]
-        return int(address[1])
+        assert self.listener is not None
+        return self.listener.port
 
     async def start(self) -> None:
         """Load trust and values, bind the listener, start background work."""
@@ -130,23 +147,18 @@ class Server:
                 "no client CA is trusted: only bearer tokens can authenticate%s",
                 "" if self.kube else ", and there is no Kubernetes API to review them",
             )
-        self._runner = web.AppRunner(
-            self.app,
-            handle_signals=False,
+        self._runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=ANSWER_TIME)
+        await self._runner.setup()
+        assert self._runner.server is not None
+        self.listener = Listener(
+            self._runner.server,
+            self.tls.listener,
+            self.settings.serving,
+            self.instrumentation,
             access_log_class=application.AccessLogger,
             access_log=logging.getLogger("apiservice.access"),
-            shutdown_timeout=self.settings.serving.shutdown_timeout,
         )
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.settings.serving.bind_address,
-            self.settings.serving.secure_port,
-            ssl_context=self.tls.listener,
-            backlog=1024,
-            reuse_address=True,
-        )
-        await site.start()
+        await self.listener.start()
         self._periodic("tls-reload", self.settings.serving.tls_reload_interval, self._reload_tls)
         self._periodic(
             "trust-refresh", self.settings.authentication.refresh_interval, self._refresh_trust
@@ -192,6 +204,24 @@ class Server:
         )
 
     async def stop(self) -> None:
+        """Stop within ``--shutdown-timeout``: refuse new connections, answer those in flight
+        (503 "shutting down" for any still running near the end), then end the rest.
+
+        Requests are given all but `STOP_RESERVE` of the budget; the reserve is for stopping
+        the background work and the KEDA scaler."""
+        loop = asyncio.get_running_loop()
+        budget = self.settings.serving.shutdown_timeout
+        deadline = loop.time() + budget - min(STOP_RESERVE, budget / 4)
+        if self.listener is not None:
+            self.listener.close()
+            cut = await self.drain.finish(self.listener.connections, deadline)
+            if cut:
+                logger.warning(
+                    "answered %d request(s) still running at shutdown with 503 "
+                    "(--shutdown-timeout %gs)",
+                    cut,
+                    budget,
+                )
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -203,12 +233,17 @@ class Server:
             # is released: release it in a worker thread, not on the event loop.
             await asyncio.to_thread(held.clear)
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes what is left; every request is answered
             self._runner = None
+        if self.listener is not None:
+            await self.listener.wait_closed()
+            self.listener = None
         if self.kube is not None:
             self.kube.close()
         if self.refresher is not None:
             self.refresher.close()
+        if self._own_source is not None:
+            self._own_source.close()
 
     async def _load_trust(self) -> None:
         delay = 1.0
@@ -247,49 +282,83 @@ class Server:
             logger.error("keeping the current authentication trust: %s", exc)
 
     async def _reload_values(self) -> None:
+        """Adopt a changed values file (read and parsed in a worker thread)."""
         assert self._static is not None
         try:
             await asyncio.to_thread(self._static.reload_if_changed)
         except adapter.InvalidConfiguration as exc:
-            self.instrumentation.reload_failures.labels("values-file").inc()
-            logger.error("keeping the current values: %s", exc)
+            if self._first_report("values-file", exc):
+                logger.error("keeping the current values: %s", exc)
+            return
+        self._reload_problems.pop("values-file", None)
 
     def _read_config(self) -> adapter.AdapterConfig:
         """Read and parse the config file at start (blocking); `ConfigError` lists every
         problem."""
         try:
             digest, text = self._config_text()
-            config = adapter.load_config(text, str(self.settings.provider.config_file))
+            config = adapter.load_config(
+                text,
+                str(self.settings.provider.config_file),
+                max_bytes=self.settings.provider.config_max_bytes,
+            )
         except adapter.InvalidConfiguration as exc:
             raise ConfigError([f"{exc.source}: {problem}" for problem in exc.problems]) from exc
         self._config_digest = digest
         return config
 
     async def _reload_config(self) -> None:
-        """Adopt a changed config file; a bad one is reported whole and the old one kept."""
+        """Adopt a changed config file; a bad one is reported whole and the old one kept.
+
+        Reading, parsing and checking run in a worker thread, so a large file never stalls
+        the event loop. Each distinct problem is logged and counted once, not every tick.
+        """
         assert self.refresher is not None
         try:
-            digest, text = await asyncio.to_thread(self._config_text)
-            if digest == self._config_digest:
-                return
-            self._config_digest = digest  # report a broken file once, not every few seconds
-            config = adapter.load_config(text, str(self.settings.provider.config_file))
+            config = await asyncio.to_thread(self._config_if_changed)
         except adapter.InvalidConfiguration as exc:
-            self.instrumentation.reload_failures.labels("config").inc()
-            logger.error("keeping the current configuration: %s", exc)
+            if self._first_report("config", exc):
+                logger.error("keeping the current configuration: %s", exc)
             return
+        if config is None:
+            return
+        self._reload_problems.pop("config", None)
         self.refresher.configure(config)
         logger.info("configuration reloaded: %d forecast targets", len(config.targets))
 
+    def _config_if_changed(self) -> adapter.AdapterConfig | None:
+        """The config file's configuration if its contents changed since they were last
+        parsed, else None (blocking: reads and parses)."""
+        try:
+            digest, text = self._config_text()
+        except adapter.InvalidConfiguration:
+            self._config_digest = ""  # whatever the file holds when it is back is parsed again
+            raise
+        if digest == self._config_digest:
+            return None
+        self._config_digest = digest  # rejected contents are parsed and reported once
+        return adapter.load_config(
+            text,
+            str(self.settings.provider.config_file),
+            max_bytes=self.settings.provider.config_max_bytes,
+        )
+
     def _config_text(self) -> tuple[str, bytes]:
-        """The config file's digest and text (blocking); unreadable is `InvalidConfiguration`."""
+        """The config file's digest and text (blocking): `InvalidConfiguration` when it is not
+        a readable file or is larger than ``--config-max-bytes``."""
         path = self.settings.provider.config_file
         assert path is not None
-        try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise adapter.InvalidConfiguration(str(path), [f"cannot read: {exc.strerror}"]) from exc
+        text = adapter.read_document(path, self.settings.provider.config_max_bytes)
         return hashlib.sha256(text).hexdigest(), text
+
+    def _first_report(self, source: str, exc: adapter.InvalidConfiguration) -> bool:
+        """Whether `exc` differs from the problem last reported for `source` (then count it)."""
+        problem = str(exc)
+        if self._reload_problems.get(source) == problem:
+            return False
+        self._reload_problems[source] = problem
+        self.instrumentation.reload_failures.labels(source).inc()
+        return True
 
     def _periodic(self, name: str, interval: float, tick: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:

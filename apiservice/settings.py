@@ -16,12 +16,26 @@ import argparse
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
-from adapter import PrometheusSettings, parse_duration
+from adapter import MAX_DOCUMENT_BYTES, PrometheusSettings, parse_duration
 from apiservice.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("plain", "json")
+
+REVIEW_TIMEOUT = 5.0
+"""Default deadline of one TokenReview or SubjectAccessReview, in seconds, queueing included.
+
+It must end before the HPA gives up on the read it belongs to. The HPA's external metrics
+client has no timeout of its own: kube-controller-manager builds it from its kubeconfig
+(cmd/kube-controller-manager/app/autoscaling.go) and sets a client timeout only on the
+leader-election copy of that config (cmd/kube-controller-manager/app/options/options.go,
+``Config``). The read is therefore bounded by kube-apiserver's ``--request-timeout``, 60 s by
+default (k8s.io/apiserver pkg/server/config.go, ``NewConfig``), under which the aggregator
+proxies it. The HPA syncs every 15 s (``--horizontal-pod-autoscaler-sync-period``): 5 s for
+the TokenReview plus 5 s for the SubjectAccessReview stay inside one sync and far inside the
+60 s, and are half the 10 s that k8s.io/apiserver gives its delegated reviews."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +59,33 @@ class ServingSettings:
     file events, so the contents are compared). Default 10 s: a rotated certificate is
     served well within cert-manager's renewal margin, at the cost of two small reads."""
 
-    shutdown_timeout: float = 10.0
-    """Seconds to let in-flight requests finish on SIGTERM."""
+    max_connections: int = 1024
+    """Connections open at once, those still in the TLS handshake included. One more is
+    closed as soon as it is accepted, before any TLS work. An idle connection holds about
+    40 KiB, so the default bounds them to about 40 MiB of the Deployment's 600Mi request,
+    while the clients the adapter has (kube-apiserver's aggregator, KEDA, probes, a scraper)
+    use a few dozen at most."""
+
+    tls_handshake_timeout: float = 10.0
+    """Seconds a client has to complete the TLS handshake after connecting, and to answer
+    the closing handshake; then the connection is cut. Default 10 s, like Go's HTTP clients
+    (asyncio's own default is 60 s)."""
+
+    request_header_timeout: float = 10.0
+    """Seconds a client has to send a whole request head: from the TLS handshake for the
+    first request on a connection, from its first byte for later ones. A slow or silent
+    client is cut. Every client of the adapter sends its head in one packet."""
+
+    idle_connection_timeout: float = 90.0
+    """Seconds a connection is kept open without a request, after the previous answer.
+    Default 90 s, Go's idle timeout for the clients' pooled connections (and kube-apiserver's
+    own), so the server does not close a connection a client is about to reuse."""
+
+    shutdown_timeout: float = 20.0
+    """Seconds from SIGTERM to exit. New connections are refused at once and idle ones
+    closed; in-flight requests finish, and those still running when the time is nearly up
+    are answered 503 "shutting down". Keep it below the pod's
+    ``terminationGracePeriodSeconds`` (30 s in deploy/)."""
 
     def problems(self) -> list[str]:
         found = []
@@ -61,6 +100,16 @@ class ServingSettings:
         found += _file_problems("--tls-private-key-file", self.tls_private_key_file)
         if self.tls_reload_interval <= 0:
             found.append("--tls-reload-interval: must be positive")
+        if self.max_connections < 1:
+            found.append("--max-connections: must be at least 1")
+        for flag, seconds in (
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+            ("--request-header-timeout", self.request_header_timeout),
+            ("--idle-connection-timeout", self.idle_connection_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+        ):
+            if seconds <= 0:
+                found.append(f"{flag}: must be positive")
         return found
 
 
@@ -96,6 +145,10 @@ class AuthenticationSettings:
     token_cache_ttl: float = 10.0
     """Seconds a TokenReview answer is reused (kube-apiserver's default for webhooks)."""
 
+    token_webhook_timeout: float = REVIEW_TIMEOUT
+    """Seconds a bearer token may wait for its TokenReview, turn in the queue included; past
+    that the request is a 503 (see `REVIEW_TIMEOUT`)."""
+
     def problems(self) -> list[str]:
         found = _file_problems("--client-ca-file", self.client_ca_file)
         found += _file_problems("--requestheader-client-ca-file", self.requestheader_client_ca_file)
@@ -105,6 +158,8 @@ class AuthenticationSettings:
             found.append("--authentication-refresh-interval: must be positive")
         if self.token_cache_ttl < 0:
             found.append("--authentication-token-webhook-cache-ttl: must not be negative")
+        if self.token_webhook_timeout <= 0:
+            found.append("--authentication-token-webhook-timeout: must be positive")
         return found
 
 
@@ -126,6 +181,10 @@ class AuthorizationSettings:
     unauthorized_ttl: float = 10.0
     """Seconds a "denied" decision is reused."""
 
+    webhook_timeout: float = REVIEW_TIMEOUT
+    """Seconds a request may wait for its SubjectAccessReview, turn in the queue included;
+    past that the request is a 503 (see `REVIEW_TIMEOUT`)."""
+
     def problems(self) -> list[str]:
         found = [
             f"--authorization-always-allow-paths: {path!r} must start with '/'"
@@ -134,6 +193,8 @@ class AuthorizationSettings:
         ]
         if self.authorized_ttl < 0 or self.unauthorized_ttl < 0:
             found.append("authorization cache TTLs must not be negative")
+        if self.webhook_timeout <= 0:
+            found.append("--authorization-webhook-timeout: must be positive")
         return found
 
 
@@ -146,7 +207,8 @@ class KubernetesSettings:
     none, and then only system:masters client certificates are authorized."""
 
     request_timeout: float = 10.0
-    """Seconds before a TokenReview, SubjectAccessReview or ConfigMap read gives up."""
+    """Seconds before a ConfigMap read or write gives up. Reviews have their own, shorter
+    deadlines (``--authentication-token-webhook-timeout``, ``--authorization-webhook-timeout``)."""
 
     def problems(self) -> list[str]:
         found = _file_problems("--kubeconfig", self.kubeconfig)
@@ -183,6 +245,11 @@ class ProviderSettings:
     query_concurrency: int = 8
     """Prometheus requests in flight at once during a refresh."""
 
+    config_max_bytes: int = MAX_DOCUMENT_BYTES
+    """Largest config or values file accepted, in bytes (default 4 MiB). A larger file is
+    refused before it is parsed, and the values served before are kept: far above any real
+    configuration (a thousand targets are about 500 KB), far below what stalls a reload."""
+
     prometheus: PrometheusSettings = PrometheusSettings()
 
     def problems(self) -> list[str]:
@@ -203,6 +270,8 @@ class ProviderSettings:
             found.append(f"--model: {self.model} is not a model folder")
         if self.query_concurrency < 1:
             found.append("--query-concurrency: must be at least 1")
+        if self.config_max_bytes < 1:
+            found.append("--config-max-bytes: must be at least 1")
         if self.config_file is not None:
             found += self.prometheus.problems()
         return found
@@ -278,6 +347,26 @@ class Settings:
         return self
 
 
+def add_connection_flags(group: argparse._ActionsContainer) -> None:
+    """The flags that bound connections and shutdown (`serve` and `local` both take them)."""
+    group.add_argument("--max-connections", type=int, default=ServingSettings.max_connections)
+    group.add_argument("--tls-handshake-timeout", type=_duration, default="10s")
+    group.add_argument("--request-header-timeout", type=_duration, default="10s")
+    group.add_argument("--idle-connection-timeout", type=_duration, default="90s")
+    group.add_argument("--shutdown-timeout", type=_duration, default="20s")
+
+
+def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """`ServingSettings` fields from the flags of `add_connection_flags`."""
+    return {
+        "max_connections": args.max_connections,
+        "tls_handshake_timeout": args.tls_handshake_timeout,
+        "request_header_timeout": args.request_header_timeout,
+        "idle_connection_timeout": args.idle_connection_timeout,
+        "shutdown_timeout": args.shutdown_timeout,
+    }
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The `serve` flags, named as kube-apiserver names them where it has the option."""
     serving = parser.add_argument_group("serving")
@@ -286,7 +375,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     serving.add_argument("--tls-cert-file", type=Path)
     serving.add_argument("--tls-private-key-file", type=Path)
     serving.add_argument("--tls-reload-interval", type=_duration, default="10s")
-    serving.add_argument("--shutdown-timeout", type=_duration, default="10s")
+    add_connection_flags(serving)
 
     authn = parser.add_argument_group("authentication")
     authn.add_argument("--client-ca-file", type=Path)
@@ -301,6 +390,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     authn.add_argument("--authentication-skip-lookup", action="store_true")
     authn.add_argument("--authentication-refresh-interval", type=_duration, default="30s")
     authn.add_argument("--authentication-token-webhook-cache-ttl", type=_duration, default="10s")
+    authn.add_argument("--authentication-token-webhook-timeout", type=_duration, default="5s")
 
     authz = parser.add_argument_group("authorization")
     authz.add_argument(
@@ -312,6 +402,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     authz.add_argument(
         "--authorization-webhook-cache-unauthorized-ttl", type=_duration, default="10s"
     )
+    authz.add_argument("--authorization-webhook-timeout", type=_duration, default="5s")
 
     kube = parser.add_argument_group("kubernetes")
     kube.add_argument("--kubeconfig", type=Path)
@@ -325,6 +416,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     provider.add_argument("--prediction-ttl", type=_duration, default="10m")
     provider.add_argument("--model", type=Path, help="forecaster model folder")
     provider.add_argument("--query-concurrency", type=int, default=8)
+    provider.add_argument(
+        "--config-max-bytes",
+        type=int,
+        default=ProviderSettings.config_max_bytes,
+        help="largest --config or --values-file accepted, in bytes",
+    )
 
     prom = parser.add_argument_group("prometheus")
     prom.add_argument("--prometheus-url", default=PrometheusSettings.url)
@@ -357,7 +454,7 @@ def from_args(args: argparse.Namespace) -> Settings:
             tls_cert_file=args.tls_cert_file,
             tls_private_key_file=args.tls_private_key_file,
             tls_reload_interval=args.tls_reload_interval,
-            shutdown_timeout=args.shutdown_timeout,
+            **connection_settings(args),
         ),
         authentication=AuthenticationSettings(
             client_ca_file=args.client_ca_file,
@@ -370,11 +467,13 @@ def from_args(args: argparse.Namespace) -> Settings:
             skip_lookup=args.authentication_skip_lookup,
             refresh_interval=args.authentication_refresh_interval,
             token_cache_ttl=args.authentication_token_webhook_cache_ttl,
+            token_webhook_timeout=args.authentication_token_webhook_timeout,
         ),
         authorization=AuthorizationSettings(
             always_allow_paths=tuple(args.authorization_always_allow_paths),
             authorized_ttl=args.authorization_webhook_cache_authorized_ttl,
             unauthorized_ttl=args.authorization_webhook_cache_unauthorized_ttl,
+            webhook_timeout=args.authorization_webhook_timeout,
         ),
         kubernetes=KubernetesSettings(
             kubeconfig=args.kubeconfig, request_timeout=args.kubernetes_request_timeout
@@ -387,6 +486,7 @@ def from_args(args: argparse.Namespace) -> Settings:
             prediction_ttl=args.prediction_ttl,
             model=args.model,
             query_concurrency=args.query_concurrency,
+            config_max_bytes=args.config_max_bytes,
             prometheus=PrometheusSettings(
                 url=args.prometheus_url,
                 ca_file=args.prometheus_ca_file,

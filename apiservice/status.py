@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 import adapter
 from apiservice.errors import StatusError
@@ -31,12 +33,24 @@ REASONS = {
     413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
     429: "TooManyRequests",
+    # metav1 has no reason for 431; to the API the request is malformed, as 400 says.
+    431: "BadRequest",
     500: "InternalError",
     503: "ServiceUnavailable",
     504: "Timeout",
 }
 
 JSON = "application/json"
+
+MESSAGE_LIMIT = 100
+"""Characters of a parser's reason kept in a message."""
+
+INTERNAL_ERROR = "Internal error occurred: the server could not handle the request"
+
+SHUTTING_DOWN = "the server is shutting down"
+
+_QUOTED = re.compile(r"b?'[^']*'|b?\"[^\"]*\"")
+"""A quoted part of a parser's message: it echoes the request."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -107,7 +121,25 @@ def from_exception(exc: BaseException, request: web.Request) -> StatusError:
         case web.HTTPException() if exc.status_code >= 400:
             return StatusError(exc.status_code, exc.reason)
     logger.error("internal error while handling %s %s", request.method, request.path, exc_info=exc)
-    return StatusError(500, "Internal error occurred: the server could not handle the request")
+    return StatusError(500, INTERNAL_ERROR)
+
+
+def malformed_request(exc: HttpProcessingError) -> StatusError:
+    """The answer to a request that aiohttp's parser rejected, quoting none of the request.
+
+    A request line or header over the size limit is a 431, as Go's net/http (and so
+    kube-apiserver) answers both, for it counts the request line toward the header limit;
+    anything else is a 400. The message is the parser's reason, quoted parts removed, on one
+    short line: fit for the log and the client alike.
+    """
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+        size = f"the {limit}-byte limit" if limit is not None else "the limit"
+        return StatusError(431, f"the request line or a header field is longer than {size}")
+    first = exc.message.partition("\n")[0]
+    reason = _QUOTED.sub("...", first).rstrip(": ")[:MESSAGE_LIMIT]
+    reason = "".join(c if c.isprintable() else "?" for c in reason) or type(exc).__name__
+    return StatusError(400, f"malformed HTTP request: {reason}")
 
 
 @web.middleware

@@ -124,6 +124,7 @@ async def run(
             )
     finally:
         refresher.close()
+        source.close()
 
 
 def rss() -> float:

@@ -8,6 +8,7 @@ and read back the reviews the adapter asked for.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -29,6 +30,12 @@ class FakeKube:
     token_reviews: int = 0
     configmap_reads: int = 0
     down: bool = False
+    unavailable_answers: int = 0
+    """Requests answered 503 because the API is `down`."""
+    review_delay: float = 0.0
+    """Seconds each TokenReview and SubjectAccessReview takes (a slow API server)."""
+    reviews_hang: bool = False
+    """Reviews get no answer while this is set (a hung API server); reset() releases them."""
 
     def reset(self) -> None:
         self.tokens.clear()
@@ -38,6 +45,9 @@ class FakeKube:
         self.token_reviews = 0
         self.configmap_reads = 0
         self.down = False
+        self.unavailable_answers = 0
+        self.review_delay = 0.0
+        self.reviews_hang = False
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -49,15 +59,22 @@ class FakeKube:
         return app
 
     def _unavailable(self) -> web.Response:
+        self.unavailable_answers += 1
         return web.json_response(
             {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503}, status=503
         )
+
+    async def _slow(self) -> None:
+        await asyncio.sleep(self.review_delay)
+        while self.reviews_hang:  # noqa: ASYNC110 - set from the test's thread, not the loop
+            await asyncio.sleep(0.05)
 
     async def _token_review(self, request: web.Request) -> web.Response:
         if self.down:
             return self._unavailable()
         self.token_reviews += 1
         review = await request.json()
+        await self._slow()
         user = self.tokens.get(review["spec"]["token"])
         review["status"] = (
             {"authenticated": True, "user": user}
@@ -72,6 +89,7 @@ class FakeKube:
         review = await request.json()
         spec = review["spec"]
         self.access_reviews.append(spec)
+        await self._slow()
         if "resourceAttributes" in spec:
             attributes = spec["resourceAttributes"]
             target = attributes["resource"]

@@ -40,6 +40,8 @@ from typing import Literal, NamedTuple, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from adapter import parse_duration
+
 Kind = Literal["counter", "gauge"]
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -327,18 +329,6 @@ def free_port() -> int:
             return port
 
 
-_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a Prometheus duration such as ``60d`` or ``1d12h``."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -474,7 +464,7 @@ class PrometheusServer:
             _backfill(inputs, self.data_dir)
             self.backfill_seconds = time.monotonic() - began
         span = _blocks_span_seconds(self.data_dir)
-        if span >= duration_seconds(self.retention):
+        if span >= parse_duration(self.retention):
             raise ValueError(
                 f"retention {self.retention} does not cover the {span / 86400:.1f} days of "
                 "history: Prometheus would delete blocks at startup"

@@ -27,7 +27,6 @@ from tests.prometheus_harness import (
     MAX_POINTS,
     PrometheusServer,
     SeedWorkload,
-    duration_seconds,
     ensure_prometheus,
     seed_workload,
     trailing_mean,
@@ -344,10 +343,3 @@ def test_queries_name_the_workload() -> None:
         '{namespace="shop",statefulset="web-0"})',
     }
     assert seed_workload(START, 1, 300).rate_window == "15m"
-
-
-def test_durations() -> None:
-    assert duration_seconds("60d") == 60 * 86400
-    assert duration_seconds("1d12h") == 1.5 * 86400
-    with pytest.raises(ValueError, match="duration"):
-        duration_seconds("60 days")

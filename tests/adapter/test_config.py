@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import pytest
 
-from adapter import InvalidConfiguration, load_config, parse_duration
-from tests.samples import SEED_RULES
+from adapter import InvalidConfiguration, load_config
+from tests.samples import SEED_RULES, WEB_TARGET
 
 SEED = (
     SEED_RULES
@@ -144,10 +147,35 @@ forecasts:
     assert "forecasts[0].capacity: applies to exactly one traffic signal" in caught.value.problems
 
 
-def test_durations() -> None:
-    assert parse_duration("90s") == 90
-    assert parse_duration("1h30m") == 5400
-    assert parse_duration("14d") == 14 * 86400
-    assert parse_duration("500ms") == 0.5
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration("5 minutes")
+def alias_bomb(field: str = "  workload: {kind: *h}") -> str:
+    """The web target with `field` set to an alias that stands for 9^8 strings; the anchors
+    are defined beforehand under ``resourceRules`` (a key the config accepts, unread)."""
+    lines = ["  a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for level in range(1, 8):
+        name, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"  {name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "resourceRules:\n" + "\n".join(lines) + "\n" + WEB_TARGET + field + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once_in_little_memory_with_a_short_message() -> None:
+    tracemalloc.start()
+    began = time.perf_counter()
+    try:
+        with pytest.raises(InvalidConfiguration) as caught:
+            load_config(alias_bomb(), "bomb.yaml")
+        took = time.perf_counter() - began
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    print(f"\nalias bomb refused in {took * 1000:.1f} ms, peak {peak / 2**20:.2f} MiB allocated")
+    assert took < 1
+    assert peak < 50 * 2**20
+    assert len(str(caught.value)) < 1024
+
+
+@pytest.mark.parametrize("text", ["", "# targets to come\n", "{}"])
+def test_an_empty_file_is_refused_never_read_as_no_targets(text: str) -> None:
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(text, "empty.yaml")
+    (problem,) = caught.value.problems
+    assert "empty" in problem or "defines no rules and no forecasts" in problem

@@ -1,4 +1,5 @@
-"""Incremental history: first load, short refreshes, gaps, duplicates, counters."""
+"""Incremental history: first load, short refreshes, gaps, duplicates, refused samples,
+counters."""
 
 from __future__ import annotations
 
@@ -29,18 +30,54 @@ def test_first_load_asks_for_the_whole_window_then_only_new_points() -> None:
     assert times[-1] == end2
 
 
-def test_gaps_stay_nan_and_series_are_summed_and_duplicates_dropped() -> None:
+def test_gaps_stay_nan_and_series_are_summed() -> None:
     history = History(STEP, 10)
     start, end = 600, 600 + 9 * STEP
-    a = (np.array([600, 660, 660, 780]), np.array([1.0, 2.0, 99.0, 4.0]))
+    a = (np.array([600, 660, 780]), np.array([1.0, 2.0, 4.0]))
     b = (np.array([600, 780, 901]), np.array([10.0, 40.0, 7.0]))  # 901 is off the grid
     history.merge(start, end, [a, b])
     _, values = history.window(10 * STEP)
     assert values[0] == 11.0
-    assert values[1] == 2.0  # the duplicate 99 is ignored
+    assert values[1] == 2.0
     assert np.isnan(values[2])
     assert values[3] == 44.0
     assert np.all(np.isnan(values[4:]))
+    assert history.refused == ""
+
+
+def test_two_values_at_one_timestamp_of_one_series_the_larger_counts() -> None:
+    history = History(STEP, 4)
+    stamps = np.array([600, 660, 660, 720, 720, 780, 780])
+    # Either order, and a NaN twin: the larger number wins; series are summed after.
+    a = (stamps, np.array([1.0, 2.0, 99.0, 30.0, 3.0, np.nan, 5.0]))
+    b = (np.array([660, 660]), np.array([1.0, 0.5]))
+    history.merge(600, 780, [a, b])
+    assert list(history.window(4 * STEP)[1]) == [1.0, 100.0, 30.0, 5.0]
+
+
+def test_samples_no_load_can_have_are_refused_and_kept_out_until_a_clean_answer() -> None:
+    history = History(STEP, 6)
+    stamps = np.arange(600, 600 + 6 * STEP, STEP)
+    for bad, why in (
+        (1e308, "1e+308 is beyond 9.22e+15, the most the HPA's 64-bit milli-value holds"),
+        (-2.5, "-2.5 is negative"),
+        (np.inf, "inf is not a finite number"),
+        (-np.inf, "-inf is not a finite number"),
+    ):
+        values = np.array([1.0, 2.0, bad, np.nan, 5.0, 6.0])
+        history.merge(600, 600 + 5 * STEP, [(stamps, values)])
+        assert why in history.refused
+        kept = history.window(6 * STEP)[1]
+        assert list(kept[[0, 1, 4, 5]]) == [1.0, 2.0, 5.0, 6.0]
+        assert np.isnan(kept[2])  # kept out: a gap, never the value nor a 0
+        assert np.isnan(kept[3])  # NaN is "no value" in PromQL: a gap, not refused
+    history.merge(600 + 4 * STEP, 600 + 6 * STEP, [(stamps[-2:] + STEP, np.array([5.0, 6.0]))])
+    assert history.refused == ""  # the next clean answer clears it
+    # The largest servable value is kept; the first float past it is refused.
+    history.merge(600 + 6 * STEP, 600 + 6 * STEP, [(np.array([960]), np.array([9.2e15]))])
+    assert history.refused == ""
+    history.merge(960, 960, [(np.array([960]), np.array([9223372036854775807 / 1000]))])
+    assert "beyond" in history.refused
 
 
 def test_a_long_outage_reloads_the_whole_window() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from blockbuster import BlockBusterFunction, BlockingError
 
 from adapter import (
     EVERYTHING,
@@ -19,8 +20,9 @@ from adapter import (
     Refresher,
     load_config,
     parse_selector,
+    scaling,
 )
-from forecaster import Forecaster, load_forecaster
+from forecaster import Forecaster, InvalidSeries, load_forecaster
 from tests.fakes import Clock, FakeHistorySource
 from tests.samples import WEB_TARGET
 
@@ -210,3 +212,70 @@ def test_reconfiguring_keeps_history_of_unchanged_targets(model: Forecaster) -> 
     asyncio.run(refresher.refresh())
     (_, start, end, _) = source.calls[-1]
     assert (end - start) // 300 + 1 <= 5  # no full reload
+
+
+class Picky:
+    """The real model, except that it cannot read a series ending in 777 (as a batch)."""
+
+    def __init__(self, model: Forecaster) -> None:
+        self.model = model
+        self.batches: list[int] = []
+
+    def forecast_batch(self, histories: list, horizon: int, quantiles: tuple) -> list:
+        self.batches.append(len(histories))
+        if any(values[-1] == 777 for _, values in histories):
+            raise InvalidSeries("series 1 is unreadable")
+        return self.model.forecast_batch(histories, horizon, quantiles)
+
+
+def test_a_model_error_fails_only_the_target_whose_series_caused_it(model: Forecaster) -> None:
+    text = CAPACITY + CAPACITY.replace("forecasts:", "").replace("web", "odd")
+    source = FakeHistorySource(
+        signals={"web_requests": daily_load, "odd_requests": lambda t: np.full(len(t), 777.0)},
+        now=NOW,
+    )
+    picky = Picky(model)
+    refresher, store = pipeline(text, source, picky, Clock(NOW))  # type: ignore[arg-type]
+    report = asyncio.run(refresher.refresh())
+    assert report.failed == 1
+    assert picky.batches == [2, 1, 1]  # the batch, then each target alone
+    assert value(store, "predicted_replicas") >= 1
+    with pytest.raises(PredictionUnavailable, match=r"forecaster failed \(InvalidSeries\)"):
+        store.get_values("shop", "predicted_replicas", parse_selector("target=odd"))
+
+
+def test_planning_runs_off_the_event_loop(model: Forecaster) -> None:
+    """The policy and the usage fit count as blocking: blockbuster fails them on a loop."""
+    ready = lambda t: np.ceil(daily_load(t) / 40)  # noqa: E731
+    source = FakeHistorySource(
+        signals={
+            RENDERED: daily_load,
+            "api_cpu": lambda t: 0.05 * ready(t) + 0.002 * daily_load(t),
+            "api_ready": ready,
+        },
+        series={'{__name__=~"^http_requests.*"}': ["http_requests_total"]},
+        now=NOW,
+    )
+    text = RESOURCE + CAPACITY.replace("forecasts:", "")
+    source.signals["web_requests"] = daily_load
+    refresher, store = pipeline(text, source, model, Clock(NOW), writer=Writer())
+    names = ("fit_usage", "resource_replicas", "capacity_replicas")
+    blocking = [BlockBusterFunction(scaling, name).activate() for name in names]
+    try:
+        report = asyncio.run(refresher.refresh())
+    finally:
+        for function in blocking:
+            function.deactivate()
+    assert report.failed == 0, refresher.status()
+    assert value(store, "predicted_replicas", "target=api") >= 1
+    assert value(store, "predicted_replicas") >= 1
+    with pytest.raises(BlockingError):  # the guard does guard
+        asyncio.run(_on_the_loop(BlockBusterFunction(scaling, "capacity_replicas")))
+
+
+async def _on_the_loop(function: BlockBusterFunction) -> None:
+    function.activate()
+    try:
+        scaling.capacity_replicas(np.ones(3), 1.0, 1, 5)
+    finally:
+        function.deactivate()

@@ -7,14 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.rules import (
-    MetricRule,
-    label_problems,
-    load_rules,
-    metric_names,
-    render_query,
-    series_selector,
-)
+from adapter.rules import MetricRule, load_rules, metric_names, render_query, series_selector
+from adapter.validation import label_problems
 from tests.samples import SEED_RULES
 
 

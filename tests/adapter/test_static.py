@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,47 @@ def test_a_bad_reload_keeps_the_last_good_values(tmp_path: Path) -> None:
     assert static.reload_if_changed() is False
     (value,) = static.get_values("shop", "predicted_replicas", parse_selector("target=web"))
     assert str(value.value) == "5"
+
+
+def test_rejected_contents_are_not_parsed_again_until_they_change(tmp_path: Path) -> None:
+    static = provider(tmp_path, GOOD)
+    assert static.path is not None
+    static.path.write_text("values: [{metric: predicted_replicas}]")
+    with pytest.raises(InvalidConfiguration):
+        static.reload_if_changed()
+    assert static.reload_if_changed() is False  # the same rejected bytes: nothing to report
+    static.path.unlink()
+    static.path.mkdir()
+    for _ in range(2):  # unreadable: raised every time (the server logs it once)
+        with pytest.raises(InvalidConfiguration, match="is a directory"):
+            static.reload_if_changed()
+    static.path.rmdir()
+    static.path.write_text("values: [{metric: predicted_replicas}]")
+    with pytest.raises(InvalidConfiguration):  # back after a change of problem: looked at again
+        static.reload_if_changed()
+    assert len(static.get_values("shop", "predicted_replicas", EVERYTHING)) == 2
+
+
+def test_an_empty_file_is_refused_and_the_values_kept(tmp_path: Path) -> None:
+    static = provider(tmp_path, GOOD)
+    assert static.path is not None
+    static.path.write_text("")
+    with pytest.raises(InvalidConfiguration, match="the file is empty"):
+        static.reload_if_changed()
+    assert len(static.get_values("shop", "predicted_replicas", EVERYTHING)) == 2
+
+
+def test_an_alias_bomb_is_refused_at_once_with_a_short_message(tmp_path: Path) -> None:
+    lines = ["  a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for level in range(1, 8):
+        name, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"  {name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    bomb = "anchors:\n" + "\n".join(lines) + "\nvalues: [{metric: m, namespace: shop, value: *h}]"
+    began = time.perf_counter()
+    with pytest.raises(InvalidConfiguration) as caught:
+        provider(tmp_path, bomb)
+    assert time.perf_counter() - began < 1
+    assert len(str(caught.value)) < 1024
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
