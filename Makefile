@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda clean
+.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,14 @@ bench-refresh: $(STAMP)
 ## bench-keda: KEDA external scaler GetMetrics calls/s and latency over TLS
 bench-keda: $(STAMP)
 	$(BIN)/python -m bench.keda
+
+## bench-connections: server RSS while thousands of idle TLS connections are held, and after they close
+bench-connections: $(STAMP)
+	$(BIN)/python -m bench.connections
+
+## bench-soak: twelve minutes of mixed load (HPA reads, token floods, bad requests, reloads): p99 and RSS drift
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 ## bench-serve: requests/s and latency of the metric GET over TLS (needs apache2-utils' ab)
 bench-serve: $(STAMP)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 
 from adapter.errors import InvalidSelector
-from adapter.validation import label_key_problems, label_value_problems
+from adapter.validation import label_key_problems, label_value_problems, shorten
 
 _SPECIAL = frozenset("=!(),><")
 _WHITESPACE = frozenset(" \t\r\n")
@@ -196,7 +196,7 @@ class _Parser:
                 break
             if kind not in (_IDENTIFIER, "!"):
                 raise InvalidSelector(
-                    f"found '{literal}', expected: !, identifier, or 'end of string'"
+                    f"found '{shorten(literal)}', expected: !, identifier, or 'end of string'"
                 )
             try:
                 requirements.append(self._requirement())
@@ -206,10 +206,12 @@ class _Parser:
             if kind == _END:
                 break
             if kind != ",":
-                raise InvalidSelector(f"found '{literal}', expected: ',' or 'end of string'")
+                raise InvalidSelector(
+                    f"found '{shorten(literal)}', expected: ',' or 'end of string'"
+                )
             kind, literal = self._peek()
             if kind not in (_IDENTIFIER, "!"):
-                raise InvalidSelector(f"found '{literal}', expected: identifier after ','")
+                raise InvalidSelector(f"found '{shorten(literal)}', expected: identifier after ','")
         requirements.sort(key=lambda requirement: requirement.key)
         return Selector(tuple(requirements))
 
@@ -219,7 +221,7 @@ class _Parser:
         if negated:
             kind, key = self._next()
         if kind != _IDENTIFIER:
-            raise InvalidSelector(f"found '{key}', expected: identifier")
+            raise InvalidSelector(f"found '{shorten(key)}', expected: identifier")
         _check(label_key_problems(key), key)
         if negated:
             # "!key" takes no operator; the caller rejects anything but "," or the end.
@@ -229,13 +231,16 @@ class _Parser:
         kind, literal = self._next(as_value=False)
         operator = _BINARY.get(kind)
         if operator is None:
-            raise InvalidSelector(f"found '{literal}', expected: in, notin, =, ==, !=, gt, lt")
+            raise InvalidSelector(
+                f"found '{shorten(literal)}', expected: in, notin, =, ==, !=, gt, lt"
+            )
         values = self._set() if operator in _SET_OPERATORS else self._exact()
         for value in values:
             _check(label_value_problems(value), value)
         if operator in (Operator.GREATER_THAN, Operator.LESS_THAN) and _as_int64(values[0]) is None:
             raise InvalidSelector(
-                f"for 'gt', 'lt' operators, the value must be an integer, not '{values[0]}'"
+                "for 'gt', 'lt' operators, the value must be an integer, "
+                f"not '{shorten(values[0])}'"
             )
         return Requirement(key, operator, values)
 
@@ -245,13 +250,13 @@ class _Parser:
             return ("",)
         kind, literal = self._next()
         if kind != _IDENTIFIER:
-            raise InvalidSelector(f"found '{literal}', expected: identifier")
+            raise InvalidSelector(f"found '{shorten(literal)}', expected: identifier")
         return (literal,)
 
     def _set(self) -> tuple[str, ...]:
         kind, literal = self._next()
         if kind != "(":
-            raise InvalidSelector(f"found '{literal}' expected: '('")
+            raise InvalidSelector(f"found '{shorten(literal)}' expected: '('")
         values: set[str] = set()
         expect_value = True
         while True:
@@ -268,12 +273,14 @@ class _Parser:
                 values.add(literal)
                 expect_value = False
             else:
-                raise InvalidSelector(f"found '{literal}', expected: ',', ')' or identifier")
+                raise InvalidSelector(
+                    f"found '{shorten(literal)}', expected: ',', ')' or identifier"
+                )
 
 
 def _check(problems: list[str], subject: str) -> None:
     if problems:
-        raise InvalidSelector(f"invalid value '{subject}': " + "; ".join(problems))
+        raise InvalidSelector(f"invalid value '{shorten(subject)}': " + "; ".join(problems))
 
 
 def _as_int64(text: str | None) -> int | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -34,6 +33,9 @@ from apiservice.settings import Settings
 from certs import errors as tls_errors
 
 logger = logging.getLogger("apiservice")
+
+LOCAL_FLAGS = settings_module.CONNECTION_FLAGS | {"--secure-port", "--log-level"}
+"""The `serve` flags `local` takes too (the rest it sets up itself)."""
 
 THREAD_PATIENCE = 0.5
 """Seconds given to worker threads to finish after the server stopped, before exiting
@@ -61,10 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "local", help="run on this machine with generated certificates and demo values"
     )
     local.add_argument("--state-dir", type=Path, default=Path(".local"))
-    local.add_argument("--secure-port", type=int, default=6443)
-    local.add_argument("--values-file", type=Path)
-    local.add_argument("--log-level", default="info", choices=settings_module.LOG_LEVELS)
-    settings_module.add_connection_flags(local)
+    local.add_argument("--values-file", type=Path, help="fixed values instead of the demo")
+    settings_module.add_flags(local, only=LOCAL_FLAGS)
     local.set_defaults(run=_local)
 
     certs = sub.add_parser("certs", help="make TLS material").add_subparsers(
@@ -124,9 +124,6 @@ def _local(args: argparse.Namespace) -> int:
         logger.error("cannot prepare local certificates: %s", exc)
         return 1
     lines = "\n".join(f"  {command}" for command in commands.local_commands(setup))
-    serving = dataclasses.replace(
-        setup.settings.serving, **settings_module.connection_settings(args)
-    )
 
     async def announce(server: Server) -> None:
         # Wait for the first forecast, so that the printed commands show a value at once.
@@ -136,7 +133,7 @@ def _local(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.1)
         print(f"\nThe adapter is serving. Try:\n{lines}\nStop it with Ctrl-C.\n", flush=True)
 
-    settings = dataclasses.replace(setup.settings, serving=serving)
+    settings = settings_module.from_args(args, setup.settings, only=LOCAL_FLAGS)
     return _run(settings, on_started=announce, source=setup.source)
 
 

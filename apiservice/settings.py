@@ -6,6 +6,13 @@ configured an aggregated API server, or copies flags from prometheus-adapter or
 metrics-server, finds them where they expect. Durations are Go-style (``500ms``, ``10s``,
 ``1m30s``, plus ``d`` for days) and become float seconds here, at the edge.
 
+Every setting is declared once, as a field of its group: its default, its flag (name, help,
+how the text is parsed) and the check of its value stand side by side (`Flag`). `add_flags`
+and `from_args` are generated from those fields, and each group's `problems()` runs the checks
+of its fields plus those that relate several of them. Prometheus' flags are the exception in
+one way: their defaults and checks belong to `adapter.PrometheusSettings`, and only their names
+and help are declared here (`PROMETHEUS_FLAGS`).
+
 `Settings.validate()` reports every problem at once. Nothing else in the server reads flags
 or the environment.
 """
@@ -15,8 +22,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from adapter import MAX_DOCUMENT_BYTES, PrometheusSettings, parse_duration
 from apiservice.errors import ConfigError
@@ -39,283 +47,496 @@ the TokenReview plus 5 s for the SubjectAccessReview stay inside one sync and fa
 
 
 @dataclasses.dataclass(frozen=True)
-class ServingSettings:
-    """Where and how the HTTPS listener serves."""
+class Flag:
+    """How one setting is given on the command line, and how its value is checked."""
 
-    bind_address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
-    """Address to listen on; the aggregator dials the pod IP (or the Service's)."""
+    name: str
+    """The flag, ``--like-this``; argparse's destination is its name with underscores."""
 
-    secure_port: int = 6443
-    """HTTPS port. The Service maps 443 to it; 443 itself helps on GKE private clusters."""
+    help: str
+    parse: Callable[[str], Any] | None
+    """Turns the flag's text into the value; None for a switch (present means True)."""
 
-    tls_cert_file: Path | None = None
-    """Serving certificate (PEM). Must carry the DNS SAN ``<service>.<namespace>.svc``."""
+    check: Callable[[Any], str | None] | None = None
+    """The problem with a value (said after the flag's name), or None."""
 
-    tls_private_key_file: Path | None = None
-    """Key of the serving certificate (PEM)."""
+    choices: tuple[str, ...] | None = None
+    shown: str | None = None
+    """The default as it would be typed (``10s`` rather than 10.0), for ``--help``."""
 
-    tls_reload_interval: float = 10.0
-    """Seconds between checks of the certificate files for rotation (Secret volumes give no
-    file events, so the contents are compared). Default 10 s: a rotated certificate is
-    served well within cert-manager's renewal margin, at the cost of two small reads."""
+    @property
+    def dest(self) -> str:
+        return self.name.removeprefix("--").replace("-", "_")
 
-    max_connections: int = 1024
-    """Connections open at once, those still in the TLS handshake included. One more is
-    closed as soon as it is accepted, before any TLS work. An idle connection holds about
-    40 KiB, so the default bounds them to about 40 MiB of the Deployment's 600Mi request,
-    while the clients the adapter has (kube-apiserver's aggregator, KEDA, probes, a scraper)
-    use a few dozen at most."""
 
-    tls_handshake_timeout: float = 10.0
-    """Seconds a client has to complete the TLS handshake after connecting, and to answer
-    the closing handshake; then the connection is cut. Default 10 s, like Go's HTTP clients
-    (asyncio's own default is 60 s)."""
+FLAG: Final = "flag"
+"""The key of a field's `Flag` in its metadata."""
 
-    request_header_timeout: float = 10.0
-    """Seconds a client has to send a whole request head: from the TLS handshake for the
-    first request on a connection, from its first byte for later ones. A slow or silent
-    client is cut. Every client of the adapter sends its head in one packet."""
 
-    idle_connection_timeout: float = 90.0
-    """Seconds a connection is kept open without a request, after the previous answer.
-    Default 90 s, Go's idle timeout for the clients' pooled connections (and kube-apiserver's
-    own), so the server does not close a connection a client is about to reuse."""
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
-    shutdown_timeout: float = 20.0
-    """Seconds from SIGTERM to exit. New connections are refused at once and idle ones
-    closed; in-flight requests finish, and those still running when the time is nearly up
-    are answered 503 "shutting down". Keep it below the pod's
-    ``terminationGracePeriodSeconds`` (30 s in deploy/)."""
+
+def _as_duration(seconds: float) -> str:
+    """Seconds as they would be typed: ``10m``, ``90s``, ``500ms``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    if seconds == int(seconds):
+        return f"{seconds:g}s"
+    return f"{seconds * 1000:g}ms"
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _positive(seconds: float) -> str | None:
+    return None if seconds > 0 else "must be positive"
+
+
+def _not_negative(seconds: float) -> str | None:
+    return None if seconds >= 0 else "must not be negative"
+
+
+def _at_least(least: int, value: int) -> str | None:
+    return None if value >= least else f"must be at least {least}"
+
+
+def _port(port: int) -> str | None:
+    return None if 0 <= port <= 65535 else f"{port} is not a port number"
+
+
+def _readable_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        return f"{path} does not exist or is not a file"
+    if not os.access(path, os.R_OK):
+        return f"{path} is not readable"
+    return None
+
+
+def _setting(default: Any, flag: Flag) -> Any:
+    return dataclasses.field(default=default, metadata={FLAG: flag})
+
+
+def text(name: str, default: str, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    def one_of(value: str) -> str | None:
+        if choices is None or value in choices:
+            return None
+        return f"{value!r} is not one of {', '.join(choices)}"
+
+    return _setting(default, Flag(name, help, str, one_of, choices, default))
+
+
+def number(
+    name: str, default: int | None, help: str, *, check: Callable[[Any], str | None] | None = None
+) -> Any:
+    shown = None if default is None else str(default)
+    return _setting(default, Flag(name, help, int, check, shown=shown))
+
+
+def seconds(name: str, default: float, help: str, *, may_be_zero: bool = False) -> Any:
+    check = _not_negative if may_be_zero else _positive
+    return _setting(default, Flag(name, help, _duration, check, shown=_as_duration(default)))
+
+
+def file(name: str, help: str) -> Any:
+    return _setting(None, Flag(name, help, Path, _readable_file))
+
+
+def names(
+    name: str,
+    default: tuple[str, ...],
+    help: str,
+    *,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    return _setting(default, Flag(name, help, _list, check, shown=",".join(default) or "none"))
+
+
+def switch(name: str, help: str) -> Any:
+    return _setting(False, Flag(name, help, None))
+
+
+class _Group:
+    """A group of settings: its fields' checks, then `_together()` for checks across fields."""
 
     def problems(self) -> list[str]:
         found = []
-        if not 0 <= self.secure_port <= 65535:
-            found.append(f"--secure-port: {self.secure_port} is not a port number")
+        for field, flag in flags_of(type(self)):
+            if flag.check is not None and (problem := flag.check(getattr(self, field.name))):
+                found.append(f"{flag.name}: {problem}")
+        return found + self._together()
+
+    def _together(self) -> list[str]:
+        return []
+
+
+def flags_of(group: type[Any]) -> Iterator[tuple[dataclasses.Field[Any], Flag]]:
+    for field in dataclasses.fields(group):
+        if FLAG in field.metadata:
+            yield field, field.metadata[FLAG]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings(_Group):
+    """Where and how the HTTPS listener serves."""
+
+    bind_address: str = text(
+        "--bind-address",
+        "0.0.0.0",  # noqa: S104 - a pod serves on all its interfaces
+        "address to listen on",
+    )
+    """The aggregator dials the pod IP (or the Service's)."""
+
+    secure_port: int = number("--secure-port", 6443, "HTTPS port", check=lambda p: _port(p))
+    """The Service maps 443 to it; 443 itself helps on GKE private clusters."""
+
+    tls_cert_file: Path | None = file(
+        "--tls-cert-file", "serving certificate (PEM), with the DNS SAN <service>.<namespace>.svc"
+    )
+    tls_private_key_file: Path | None = file("--tls-private-key-file", "its key (PEM)")
+
+    tls_reload_interval: float = seconds(
+        "--tls-reload-interval", 10.0, "how often the certificate files are checked for rotation"
+    )
+    """Secret volumes give no file events, so the contents are compared. 10 s: a rotated
+    certificate is served well within cert-manager's renewal margin, at the cost of two small
+    reads."""
+
+    max_connections: int = number(
+        "--max-connections",
+        1024,
+        "connections open at once, TLS handshakes included; more are closed on arrival",
+        check=lambda n: _at_least(1, n),
+    )
+    """One more is closed as soon as it is accepted, before any TLS work. An idle connection
+    holds about 40 KiB, so the default bounds them to about 40 MiB of the Deployment's 600Mi
+    request, while the clients the adapter has (kube-apiserver's aggregator, KEDA, probes, a
+    scraper) use a few dozen at most."""
+
+    tls_handshake_timeout: float = seconds(
+        "--tls-handshake-timeout", 10.0, "time a client has to complete the TLS handshake"
+    )
+    """Also bounds the closing handshake. 10 s, like Go's HTTP clients (asyncio's own default
+    is 60 s)."""
+
+    request_header_timeout: float = seconds(
+        "--request-header-timeout", 10.0, "time a client has to send a whole request head"
+    )
+    """From the TLS handshake for the first request on a connection, from its first byte for
+    later ones. A slow or silent client is cut. Every client of the adapter sends its head in
+    one packet."""
+
+    idle_connection_timeout: float = seconds(
+        "--idle-connection-timeout", 90.0, "a kept-alive connection with no request is closed"
+    )
+    """90 s is Go's idle timeout for the clients' pooled connections (and kube-apiserver's
+    own), so the server does not close a connection a client is about to reuse."""
+
+    shutdown_timeout: float = seconds(
+        "--shutdown-timeout",
+        20.0,
+        "time from SIGTERM to exit; requests still running near its end are answered 503",
+    )
+    """New connections are refused at once and idle ones closed; in-flight requests finish.
+    Keep it below the pod's ``terminationGracePeriodSeconds`` (30 s in deploy/)."""
+
+    def _together(self) -> list[str]:
         if self.tls_cert_file is None or self.tls_private_key_file is None:
-            found.append(
+            return [
                 "--tls-cert-file and --tls-private-key-file are required (TLS is always on; "
                 "`predictive-metrics-adapter certs serving` makes a pair)"
-            )
-        found += _file_problems("--tls-cert-file", self.tls_cert_file)
-        found += _file_problems("--tls-private-key-file", self.tls_private_key_file)
-        if self.tls_reload_interval <= 0:
-            found.append("--tls-reload-interval: must be positive")
-        if self.max_connections < 1:
-            found.append("--max-connections: must be at least 1")
-        for flag, seconds in (
-            ("--tls-handshake-timeout", self.tls_handshake_timeout),
-            ("--request-header-timeout", self.request_header_timeout),
-            ("--idle-connection-timeout", self.idle_connection_timeout),
-            ("--shutdown-timeout", self.shutdown_timeout),
-        ):
-            if seconds <= 0:
-                found.append(f"{flag}: must be positive")
-        return found
+            ]
+        return []
+
+
+CONNECTION_FLAGS: Final = frozenset(
+    {
+        "--max-connections",
+        "--tls-handshake-timeout",
+        "--request-header-timeout",
+        "--idle-connection-timeout",
+        "--shutdown-timeout",
+    }
+)
+"""The flags that bound connections and shutdown, which `local` takes too."""
 
 
 @dataclasses.dataclass(frozen=True)
-class AuthenticationSettings:
+class AuthenticationSettings(_Group):
     """Who may be believed: front proxy, client certificates, bearer tokens."""
 
-    client_ca_file: Path | None = None
-    """CA bundle for users who present their own client certificate (CN = user, O = groups).
-    Default: the ``client-ca-file`` of ConfigMap kube-system/extension-apiserver-authentication."""
+    client_ca_file: Path | None = file(
+        "--client-ca-file", "CA bundle of users' client certificates (CN = user, O = groups)"
+    )
+    """Default: the ``client-ca-file`` of ConfigMap
+    kube-system/extension-apiserver-authentication."""
 
-    requestheader_client_ca_file: Path | None = None
-    """CA bundle that signs the front proxy's (kube-apiserver's) client certificate. Only a
-    certificate from it, with an allowed CN, makes the X-Remote-* headers trusted. Default:
-    from the ConfigMap above, together with the names and headers below."""
+    requestheader_client_ca_file: Path | None = file(
+        "--requestheader-client-ca-file", "CA bundle of the front proxy's client certificate"
+    )
+    """Only a certificate from it, with an allowed CN, makes the X-Remote-* headers trusted.
+    Default: from the ConfigMap above, together with the names and headers below."""
 
-    requestheader_allowed_names: tuple[str, ...] = ()
-    """Common names the front-proxy certificate may have; empty allows any from that CA."""
+    requestheader_allowed_names: tuple[str, ...] = names(
+        "--requestheader-allowed-names",
+        (),
+        "common names the front-proxy certificate may have; empty allows any from that CA",
+    )
+    requestheader_username_headers: tuple[str, ...] = names(
+        "--requestheader-username-headers",
+        ("X-Remote-User",),
+        "headers that carry the user name",
+        check=lambda headers: None if headers else "at least one header is needed",
+    )
+    requestheader_group_headers: tuple[str, ...] = names(
+        "--requestheader-group-headers", ("X-Remote-Group",), "headers that carry the groups"
+    )
+    requestheader_extra_headers_prefix: tuple[str, ...] = names(
+        "--requestheader-extra-headers-prefix",
+        ("X-Remote-Extra-",),
+        "prefixes of the headers that carry extra user information",
+    )
+    requestheader_uid_headers: tuple[str, ...] = names(
+        "--requestheader-uid-headers", (), "headers that carry the user's UID"
+    )
 
-    requestheader_username_headers: tuple[str, ...] = ("X-Remote-User",)
-    requestheader_group_headers: tuple[str, ...] = ("X-Remote-Group",)
-    requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
-    requestheader_uid_headers: tuple[str, ...] = ()
+    skip_lookup: bool = switch(
+        "--authentication-skip-lookup", "never read the authentication ConfigMap"
+    )
 
-    skip_lookup: bool = False
-    """Do not read the ConfigMap; use only the files given by flags."""
+    refresh_interval: float = seconds(
+        "--authentication-refresh-interval",
+        30.0,
+        "how often the CA files and the authentication ConfigMap are re-read",
+    )
+    """So that a rotated front-proxy CA is trusted without a restart. kube-apiserver rewrites
+    the ConfigMap when its flags change; 30 s bounds how long a rotation can fail requests."""
 
-    refresh_interval: float = 30.0
-    """Seconds between re-reads of the CA files and the ConfigMap, so that a rotated
-    front-proxy CA is trusted without a restart. kube-apiserver rewrites the ConfigMap when its
-    flags change; 30 s bounds how long a rotation can fail requests."""
+    token_cache_ttl: float = seconds(
+        "--authentication-token-webhook-cache-ttl",
+        10.0,
+        "how long a TokenReview answer is reused",
+        may_be_zero=True,
+    )
+    """kube-apiserver's default for webhooks."""
 
-    token_cache_ttl: float = 10.0
-    """Seconds a TokenReview answer is reused (kube-apiserver's default for webhooks)."""
-
-    token_webhook_timeout: float = REVIEW_TIMEOUT
-    """Seconds a bearer token may wait for its TokenReview, turn in the queue included; past
-    that the request is a 503 (see `REVIEW_TIMEOUT`)."""
-
-    def problems(self) -> list[str]:
-        found = _file_problems("--client-ca-file", self.client_ca_file)
-        found += _file_problems("--requestheader-client-ca-file", self.requestheader_client_ca_file)
-        if not self.requestheader_username_headers:
-            found.append("--requestheader-username-headers: at least one header is needed")
-        if self.refresh_interval <= 0:
-            found.append("--authentication-refresh-interval: must be positive")
-        if self.token_cache_ttl < 0:
-            found.append("--authentication-token-webhook-cache-ttl: must not be negative")
-        if self.token_webhook_timeout <= 0:
-            found.append("--authentication-token-webhook-timeout: must be positive")
-        return found
+    token_webhook_timeout: float = seconds(
+        "--authentication-token-webhook-timeout",
+        REVIEW_TIMEOUT,
+        "deadline of one TokenReview, queueing included; past it the request is a 503",
+    )
+    """See `REVIEW_TIMEOUT`."""
 
 
 @dataclasses.dataclass(frozen=True)
-class AuthorizationSettings:
+class AuthorizationSettings(_Group):
     """What an authenticated user may do: SubjectAccessReview, cached."""
 
-    always_allow_paths: tuple[str, ...] = ("/healthz", "/readyz", "/livez")
-    """Paths served without authentication or authorization (kubelet probes). A trailing
-    ``*`` matches a prefix."""
+    always_allow_paths: tuple[str, ...] = names(
+        "--authorization-always-allow-paths",
+        ("/healthz", "/readyz", "/livez"),
+        "paths served to anyone (a trailing * matches a prefix)",
+        check=lambda paths: next(
+            (f"{path!r} must start with '/'" for path in paths if not path.startswith("/")), None
+        ),
+    )
+    """The kubelet's probes carry no credentials."""
 
     always_allow_groups: tuple[str, ...] = ("system:masters",)
     """Groups allowed everything without a SubjectAccessReview (the aggregator's own checks
-    run as system:masters)."""
+    run as system:masters). Not a flag."""
 
-    authorized_ttl: float = 10.0
-    """Seconds an "allowed" decision is reused."""
-
-    unauthorized_ttl: float = 10.0
-    """Seconds a "denied" decision is reused."""
-
-    webhook_timeout: float = REVIEW_TIMEOUT
-    """Seconds a request may wait for its SubjectAccessReview, turn in the queue included;
-    past that the request is a 503 (see `REVIEW_TIMEOUT`)."""
-
-    def problems(self) -> list[str]:
-        found = [
-            f"--authorization-always-allow-paths: {path!r} must start with '/'"
-            for path in self.always_allow_paths
-            if not path.startswith("/")
-        ]
-        if self.authorized_ttl < 0 or self.unauthorized_ttl < 0:
-            found.append("authorization cache TTLs must not be negative")
-        if self.webhook_timeout <= 0:
-            found.append("--authorization-webhook-timeout: must be positive")
-        return found
+    authorized_ttl: float = seconds(
+        "--authorization-webhook-cache-authorized-ttl",
+        10.0,
+        "how long an allowed decision is reused",
+        may_be_zero=True,
+    )
+    unauthorized_ttl: float = seconds(
+        "--authorization-webhook-cache-unauthorized-ttl",
+        10.0,
+        "how long a denied decision is reused",
+        may_be_zero=True,
+    )
+    webhook_timeout: float = seconds(
+        "--authorization-webhook-timeout",
+        REVIEW_TIMEOUT,
+        "deadline of one SubjectAccessReview, queueing included; past it the request is a 503",
+    )
+    """See `REVIEW_TIMEOUT`."""
 
 
 @dataclasses.dataclass(frozen=True)
-class KubernetesSettings:
+class KubernetesSettings(_Group):
     """How to reach the Kubernetes API (for reviews and the authentication ConfigMap)."""
 
-    kubeconfig: Path | None = None
-    """Kubeconfig file. Default: the in-cluster service account, if running in a pod; else
-    none, and then only system:masters client certificates are authorized."""
+    kubeconfig: Path | None = file("--kubeconfig", "kubeconfig (default: in-cluster)")
+    """Default: the in-cluster service account, if running in a pod; else none, and then only
+    system:masters client certificates are authorized."""
 
-    request_timeout: float = 10.0
-    """Seconds before a ConfigMap read or write gives up. Reviews have their own, shorter
-    deadlines (``--authentication-token-webhook-timeout``, ``--authorization-webhook-timeout``)."""
-
-    def problems(self) -> list[str]:
-        found = _file_problems("--kubeconfig", self.kubeconfig)
-        if self.request_timeout <= 0:
-            found.append("--kubernetes-request-timeout: must be positive")
-        return found
+    request_timeout: float = seconds(
+        "--kubernetes-request-timeout", 10.0, "deadline of a ConfigMap read or write"
+    )
+    """Reviews have their own, shorter deadlines (``--authentication-token-webhook-timeout``,
+    ``--authorization-webhook-timeout``)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class ProviderSettings:
+class ProviderSettings(_Group):
     """Where served values come from: forecasts (``--config``) or fixed values."""
 
-    config_file: Path | None = None
-    """Rules and forecast targets (see `adapter.config`); re-read when it changes."""
+    config_file: Path | None = file("--config", "rules and forecast targets (YAML)")
+    """See `adapter.config`; re-read when it changes."""
 
-    values_file: Path | None = None
-    """YAML file of fixed values (see `adapter.static`); re-read when it changes."""
+    values_file: Path | None = file("--values-file", "fixed values instead (YAML)")
+    """See `adapter.static`; re-read when it changes."""
 
-    reload_interval: float = 5.0
-    """Seconds between checks of the config or values file for changes."""
+    reload_interval: float = seconds(
+        "--values-reload-interval", 5.0, "how often the config or values file is checked"
+    )
 
-    refresh_interval: float = 60.0
-    """Seconds between refreshes of every forecast. The HPA syncs every 15 s; forecasts on a
-    5-minute grid change meaningfully once a minute at most."""
+    refresh_interval: float = seconds(
+        "--refresh-interval", 60.0, "how often every forecast is refreshed"
+    )
+    """The HPA syncs every 15 s; forecasts on a 5-minute grid change meaningfully once a
+    minute at most."""
 
-    prediction_ttl: float = 600.0
-    """Seconds a prediction is served after it was made; past that, 503. Long enough to ride
-    out a short Prometheus outage (nine missed refreshes), short enough that the HPA never
-    acts on a forecast made for another part of the day."""
+    prediction_ttl: float = seconds(
+        "--prediction-ttl", 600.0, "how long a prediction is served after it was made"
+    )
+    """Past that, 503. Long enough to ride out a short Prometheus outage (nine missed
+    refreshes), short enough that the HPA never acts on a forecast made for another part of
+    the day."""
 
-    model: Path | None = None
-    """Forecaster model folder (default: the pretrained model in the package)."""
+    model: Path | None = _setting(
+        None,
+        Flag(
+            "--model",
+            "forecaster model folder (default: the pretrained model in the package)",
+            Path,
+            lambda path: None if path is None or path.is_dir() else f"{path} is not a model folder",
+        ),
+    )
 
-    query_concurrency: int = 8
-    """Prometheus requests in flight at once during a refresh."""
+    query_concurrency: int = number(
+        "--query-concurrency",
+        8,
+        "Prometheus requests in flight at once during a refresh",
+        check=lambda n: _at_least(1, n),
+    )
 
-    config_max_bytes: int = MAX_DOCUMENT_BYTES
-    """Largest config or values file accepted, in bytes (default 4 MiB). A larger file is
-    refused before it is parsed, and the values served before are kept: far above any real
-    configuration (a thousand targets are about 500 KB), far below what stalls a reload."""
+    config_max_bytes: int = number(
+        "--config-max-bytes",
+        MAX_DOCUMENT_BYTES,
+        "largest --config or --values-file accepted, in bytes",
+        check=lambda n: _at_least(1, n),
+    )
+    """A larger file is refused before it is parsed, and the values served before are kept:
+    far above any real configuration (a thousand targets are about 500 KB), far below what
+    stalls a reload."""
 
     prometheus: PrometheusSettings = PrometheusSettings()
+    """Flags in `PROMETHEUS_FLAGS`; checked by `PrometheusSettings.problems` when forecasting."""
 
-    def problems(self) -> list[str]:
-        found = _file_problems("--values-file", self.values_file)
-        found += _file_problems("--config", self.config_file)
+    def _together(self) -> list[str]:
+        found = []
         if self.config_file is not None and self.values_file is not None:
             found.append("--config and --values-file: give one source of values, not both")
-        if self.reload_interval <= 0:
-            found.append("--values-reload-interval: must be positive")
-        if self.refresh_interval <= 0:
-            found.append("--refresh-interval: must be positive")
         if self.prediction_ttl <= self.refresh_interval:
             found.append(
                 f"--prediction-ttl ({self.prediction_ttl:g}s) must exceed --refresh-interval "
                 f"({self.refresh_interval:g}s), or every prediction expires before the next"
             )
-        if self.model is not None and not self.model.is_dir():
-            found.append(f"--model: {self.model} is not a model folder")
-        if self.query_concurrency < 1:
-            found.append("--query-concurrency: must be at least 1")
-        if self.config_max_bytes < 1:
-            found.append("--config-max-bytes: must be at least 1")
         if self.config_file is not None:
             found += self.prometheus.problems()
         return found
 
 
+PROMETHEUS_FLAGS: Final = {
+    "url": ("--prometheus-url", "base URL of Prometheus (or Thanos, Mimir, VictoriaMetrics)"),
+    "ca_file": ("--prometheus-ca-file", "CA bundle of Prometheus' serving certificate"),
+    "insecure_skip_verify": (
+        "--prometheus-insecure-skip-verify",
+        "do not verify Prometheus' certificate",
+    ),
+    "client_cert_file": ("--prometheus-client-tls-cert-file", "client certificate (PEM)"),
+    "client_key_file": ("--prometheus-client-tls-key-file", "its key (PEM)"),
+    "token_file": ("--prometheus-token-file", "bearer token file, read at each request"),
+    "username": ("--prometheus-username", "basic auth user"),
+    "password_file": ("--prometheus-password-file", "basic auth password file"),
+    "timeout": ("--prometheus-timeout", "deadline of one Prometheus request"),
+    "retries": ("--prometheus-retries", "attempts after the first on errors worth retrying"),
+}
+"""Flag and help of each `adapter.PrometheusSettings` field (its default and checks are there)."""
+
+
+def _prometheus_flags() -> Iterator[tuple[str, Flag, Any]]:
+    parsers: dict[Any, Callable[[str], Any]] = {
+        "str": str,
+        "str | None": str,
+        "Path | None": Path,
+        "float": _duration,
+        "int": int,
+    }
+    for field in dataclasses.fields(PrometheusSettings):
+        name, help = PROMETHEUS_FLAGS[field.name]
+        default: Any = field.default
+        parse = None if field.type == "bool" else parsers[field.type]
+        shown = _as_duration(float(default)) if parse is _duration else default
+        flag = Flag(name, help, parse, shown=None if shown is None else str(shown))
+        yield field.name, flag, default
+
+
 @dataclasses.dataclass(frozen=True)
-class KedaSettings:
+class KedaSettings(_Group):
     """KEDA's external scaler (gRPC), for clusters where KEDA owns the external metrics API."""
 
-    grpc_port: int | None = None
-    """Port of the gRPC external scaler; None (the default) serves none, 0 picks a free one."""
+    grpc_port: int | None = number(
+        "--keda-grpc-port",
+        None,
+        "serve KEDA's external scaler (gRPC) on this port; 0 picks a free one",
+        check=lambda p: None if p is None else _port(p),
+    )
+    """None (the default) serves none."""
 
-    grpc_bind_address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
+    grpc_bind_address: str = text(
+        "--keda-grpc-bind-address",
+        "0.0.0.0",  # noqa: S104 - a pod serves on all its interfaces
+        "address of the gRPC listener",
+    )
 
-    grpc_insecure: bool = False
-    """Serve gRPC without TLS. By default it uses the serving certificate, like the API."""
+    grpc_insecure: bool = switch(
+        "--keda-grpc-insecure", "serve gRPC without TLS (by default: the serving certificate)"
+    )
 
-    grpc_client_ca_file: Path | None = None
-    """Require client certificates signed by this CA (KEDA's ``tlsClientCert``)."""
+    grpc_client_ca_file: Path | None = file(
+        "--keda-grpc-client-ca-file",
+        "require client certificates signed by this CA (KEDA's tlsClientCert)",
+    )
 
-    def problems(self) -> list[str]:
-        found = _file_problems("--keda-grpc-client-ca-file", self.grpc_client_ca_file)
-        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
-            found.append(f"--keda-grpc-port: {self.grpc_port} is not a port number")
+    def _together(self) -> list[str]:
         if self.grpc_insecure and self.grpc_client_ca_file is not None:
-            found.append("--keda-grpc-insecure and --keda-grpc-client-ca-file exclude each other")
-        return found
+            return ["--keda-grpc-insecure and --keda-grpc-client-ca-file exclude each other"]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
-class LogSettings:
-    level: str = "info"
-    """debug logs every request (the access log); info logs start-up, reloads and errors."""
-
-    format: str = "plain"
-    """plain for people, json for log pipelines."""
-
-    def problems(self) -> list[str]:
-        found = []
-        if self.level not in LOG_LEVELS:
-            found.append(f"--log-level: {self.level!r} is not one of {', '.join(LOG_LEVELS)}")
-        if self.format not in LOG_FORMATS:
-            found.append(f"--log-format: {self.format!r} is not one of {', '.join(LOG_FORMATS)}")
-        return found
+class LogSettings(_Group):
+    level: str = text(
+        "--log-level",
+        "info",
+        "debug logs every request (the access log); info start-up, reloads and errors",
+        choices=LOG_LEVELS,
+    )
+    format: str = text(
+        "--log-format", "plain", "plain for people, json for log pipelines", choices=LOG_FORMATS
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,16 +551,11 @@ class Settings:
     keda: KedaSettings = KedaSettings()
     logs: LogSettings = LogSettings()
 
+    def groups(self) -> list[_Group]:
+        return [getattr(self, field.name) for field in dataclasses.fields(self)]
+
     def validate(self) -> Settings:
-        problems = (
-            self.serving.problems()
-            + self.authentication.problems()
-            + self.authorization.problems()
-            + self.kubernetes.problems()
-            + self.provider.problems()
-            + self.keda.problems()
-            + self.logs.problems()
-        )
+        problems = [problem for group in self.groups() for problem in group.problems()]
         if self.keda.grpc_port is not None and self.provider.config_file is None:
             problems.append("--keda-grpc-port serves forecast targets: it needs --config")
         if problems:
@@ -347,185 +563,77 @@ class Settings:
         return self
 
 
-def add_connection_flags(group: argparse._ActionsContainer) -> None:
-    """The flags that bound connections and shutdown (`serve` and `local` both take them)."""
-    group.add_argument("--max-connections", type=int, default=ServingSettings.max_connections)
-    group.add_argument("--tls-handshake-timeout", type=_duration, default="10s")
-    group.add_argument("--request-header-timeout", type=_duration, default="10s")
-    group.add_argument("--idle-connection-timeout", type=_duration, default="90s")
-    group.add_argument("--shutdown-timeout", type=_duration, default="20s")
+_TITLES: Final = {
+    "serving": "serving",
+    "authentication": "authentication",
+    "authorization": "authorization",
+    "kubernetes": "kubernetes",
+    "provider": "values",
+    "keda": "KEDA external scaler",
+    "logs": "logging",
+}
 
 
-def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """`ServingSettings` fields from the flags of `add_connection_flags`."""
-    return {
-        "max_connections": args.max_connections,
-        "tls_handshake_timeout": args.tls_handshake_timeout,
-        "request_header_timeout": args.request_header_timeout,
-        "idle_connection_timeout": args.idle_connection_timeout,
-        "shutdown_timeout": args.shutdown_timeout,
-    }
+def add_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """Every setting's flag (or those named in `only`), in argument groups."""
+    for field in dataclasses.fields(Settings):
+        group = parser.add_argument_group(_TITLES[field.name])
+        declared = [flag for _, flag in flags_of(field.default.__class__)]
+        for flag in declared:
+            if only is None or flag.name in only:
+                _add(group, flag, _default_of(field.name, flag))
+        if field.name == "provider":
+            prometheus = parser.add_argument_group("prometheus")
+            for _, flag, default in _prometheus_flags():
+                if only is None or flag.name in only:
+                    _add(prometheus, flag, default)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The `serve` flags, named as kube-apiserver names them where it has the option."""
-    serving = parser.add_argument_group("serving")
-    serving.add_argument("--bind-address", default=ServingSettings.bind_address)
-    serving.add_argument("--secure-port", type=int, default=ServingSettings.secure_port)
-    serving.add_argument("--tls-cert-file", type=Path)
-    serving.add_argument("--tls-private-key-file", type=Path)
-    serving.add_argument("--tls-reload-interval", type=_duration, default="10s")
-    add_connection_flags(serving)
+def from_args(
+    args: argparse.Namespace, base: Settings | None = None, only: Collection[str] | None = None
+) -> Settings:
+    """`base` (default: the defaults) with what the flags of `add_flags` say."""
+    given = vars(args)
+    settings = base or Settings()
 
-    authn = parser.add_argument_group("authentication")
-    authn.add_argument("--client-ca-file", type=Path)
-    authn.add_argument("--requestheader-client-ca-file", type=Path)
-    authn.add_argument("--requestheader-allowed-names", type=_list, default=[])
-    authn.add_argument("--requestheader-username-headers", type=_list, default=["X-Remote-User"])
-    authn.add_argument("--requestheader-group-headers", type=_list, default=["X-Remote-Group"])
-    authn.add_argument(
-        "--requestheader-extra-headers-prefix", type=_list, default=["X-Remote-Extra-"]
+    def changes(pairs: Iterator[tuple[str, Flag]]) -> dict[str, Any]:
+        return {
+            name: given[flag.dest]
+            for name, flag in pairs
+            if flag.dest in given and (only is None or flag.name in only)
+        }
+
+    updated = {}
+    for field in dataclasses.fields(Settings):
+        group = getattr(settings, field.name)
+        pairs = ((f.name, flag) for f, flag in flags_of(type(group)))
+        updated[field.name] = dataclasses.replace(group, **changes(pairs))
+    provider = updated["provider"]
+    prometheus = changes((name, flag) for name, flag, _ in _prometheus_flags())
+    updated["provider"] = dataclasses.replace(
+        provider, prometheus=dataclasses.replace(provider.prometheus, **prometheus)
     )
-    authn.add_argument("--requestheader-uid-headers", type=_list, default=[])
-    authn.add_argument("--authentication-skip-lookup", action="store_true")
-    authn.add_argument("--authentication-refresh-interval", type=_duration, default="30s")
-    authn.add_argument("--authentication-token-webhook-cache-ttl", type=_duration, default="10s")
-    authn.add_argument("--authentication-token-webhook-timeout", type=_duration, default="5s")
+    return Settings(**updated)
 
-    authz = parser.add_argument_group("authorization")
-    authz.add_argument(
-        "--authorization-always-allow-paths", type=_list, default=["/healthz", "/readyz", "/livez"]
+
+def _default_of(group: str, flag: Flag) -> Any:
+    for field, declared in flags_of(type(getattr(Settings(), group))):
+        if declared is flag:
+            return field.default
+    raise LookupError(flag.name)
+
+
+def _add(group: argparse._ArgumentGroup, flag: Flag, default: Any) -> None:
+    if flag.parse is None:
+        group.add_argument(flag.name, action="store_true", help=flag.help)
+        return
+    shown = f" (default: {flag.shown})" if flag.shown is not None else ""
+    metavar = {_duration: "DURATION", Path: "PATH", _list: "A,B", int: "N"}.get(flag.parse)
+    group.add_argument(
+        flag.name,
+        type=flag.parse,
+        default=default,
+        choices=flag.choices,
+        metavar=None if flag.choices else metavar or "TEXT",
+        help=flag.help.replace("%", "%%") + shown,
     )
-    authz.add_argument(
-        "--authorization-webhook-cache-authorized-ttl", type=_duration, default="10s"
-    )
-    authz.add_argument(
-        "--authorization-webhook-cache-unauthorized-ttl", type=_duration, default="10s"
-    )
-    authz.add_argument("--authorization-webhook-timeout", type=_duration, default="5s")
-
-    kube = parser.add_argument_group("kubernetes")
-    kube.add_argument("--kubeconfig", type=Path)
-    kube.add_argument("--kubernetes-request-timeout", type=_duration, default="10s")
-
-    provider = parser.add_argument_group("values")
-    provider.add_argument("--config", type=Path, help="rules and forecast targets (YAML)")
-    provider.add_argument("--values-file", type=Path, help="fixed values instead (YAML)")
-    provider.add_argument("--values-reload-interval", type=_duration, default="5s")
-    provider.add_argument("--refresh-interval", type=_duration, default="1m")
-    provider.add_argument("--prediction-ttl", type=_duration, default="10m")
-    provider.add_argument("--model", type=Path, help="forecaster model folder")
-    provider.add_argument("--query-concurrency", type=int, default=8)
-    provider.add_argument(
-        "--config-max-bytes",
-        type=int,
-        default=ProviderSettings.config_max_bytes,
-        help="largest --config or --values-file accepted, in bytes",
-    )
-
-    prom = parser.add_argument_group("prometheus")
-    prom.add_argument("--prometheus-url", default=PrometheusSettings.url)
-    prom.add_argument("--prometheus-ca-file", type=Path)
-    prom.add_argument("--prometheus-insecure-skip-verify", action="store_true")
-    prom.add_argument("--prometheus-client-tls-cert-file", type=Path)
-    prom.add_argument("--prometheus-client-tls-key-file", type=Path)
-    prom.add_argument("--prometheus-token-file", type=Path)
-    prom.add_argument("--prometheus-username")
-    prom.add_argument("--prometheus-password-file", type=Path)
-    prom.add_argument("--prometheus-timeout", type=_duration, default="10s")
-    prom.add_argument("--prometheus-retries", type=int, default=3)
-
-    keda = parser.add_argument_group("KEDA external scaler")
-    keda.add_argument("--keda-grpc-port", type=int)
-    keda.add_argument("--keda-grpc-bind-address", default=KedaSettings.grpc_bind_address)
-    keda.add_argument("--keda-grpc-insecure", action="store_true")
-    keda.add_argument("--keda-grpc-client-ca-file", type=Path)
-
-    logs = parser.add_argument_group("logging")
-    logs.add_argument("--log-level", default="info", choices=LOG_LEVELS)
-    logs.add_argument("--log-format", default="plain", choices=LOG_FORMATS)
-
-
-def from_args(args: argparse.Namespace) -> Settings:
-    return Settings(
-        serving=ServingSettings(
-            bind_address=args.bind_address,
-            secure_port=args.secure_port,
-            tls_cert_file=args.tls_cert_file,
-            tls_private_key_file=args.tls_private_key_file,
-            tls_reload_interval=args.tls_reload_interval,
-            **connection_settings(args),
-        ),
-        authentication=AuthenticationSettings(
-            client_ca_file=args.client_ca_file,
-            requestheader_client_ca_file=args.requestheader_client_ca_file,
-            requestheader_allowed_names=tuple(args.requestheader_allowed_names),
-            requestheader_username_headers=tuple(args.requestheader_username_headers),
-            requestheader_group_headers=tuple(args.requestheader_group_headers),
-            requestheader_extra_headers_prefix=tuple(args.requestheader_extra_headers_prefix),
-            requestheader_uid_headers=tuple(args.requestheader_uid_headers),
-            skip_lookup=args.authentication_skip_lookup,
-            refresh_interval=args.authentication_refresh_interval,
-            token_cache_ttl=args.authentication_token_webhook_cache_ttl,
-            token_webhook_timeout=args.authentication_token_webhook_timeout,
-        ),
-        authorization=AuthorizationSettings(
-            always_allow_paths=tuple(args.authorization_always_allow_paths),
-            authorized_ttl=args.authorization_webhook_cache_authorized_ttl,
-            unauthorized_ttl=args.authorization_webhook_cache_unauthorized_ttl,
-            webhook_timeout=args.authorization_webhook_timeout,
-        ),
-        kubernetes=KubernetesSettings(
-            kubeconfig=args.kubeconfig, request_timeout=args.kubernetes_request_timeout
-        ),
-        provider=ProviderSettings(
-            config_file=args.config,
-            values_file=args.values_file,
-            reload_interval=args.values_reload_interval,
-            refresh_interval=args.refresh_interval,
-            prediction_ttl=args.prediction_ttl,
-            model=args.model,
-            query_concurrency=args.query_concurrency,
-            config_max_bytes=args.config_max_bytes,
-            prometheus=PrometheusSettings(
-                url=args.prometheus_url,
-                ca_file=args.prometheus_ca_file,
-                insecure_skip_verify=args.prometheus_insecure_skip_verify,
-                client_cert_file=args.prometheus_client_tls_cert_file,
-                client_key_file=args.prometheus_client_tls_key_file,
-                token_file=args.prometheus_token_file,
-                username=args.prometheus_username,
-                password_file=args.prometheus_password_file,
-                timeout=args.prometheus_timeout,
-                retries=args.prometheus_retries,
-            ),
-        ),
-        keda=KedaSettings(
-            grpc_port=args.keda_grpc_port,
-            grpc_bind_address=args.keda_grpc_bind_address,
-            grpc_insecure=args.keda_grpc_insecure,
-            grpc_client_ca_file=args.keda_grpc_client_ca_file,
-        ),
-        logs=LogSettings(level=args.log_level, format=args.log_format),
-    )
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _file_problems(flag: str, path: Path | None) -> list[str]:
-    if path is None:
-        return []
-    if not path.is_file():
-        return [f"{flag}: {path} does not exist or is not a file"]
-    if not os.access(path, os.R_OK):
-        return [f"{flag}: {path} is not readable"]
-    return []

@@ -62,7 +62,7 @@ def main() -> None:
         for stored in (1, 1000):
             values = directory / f"values-{stored}.yaml"
             write_values(values, stored)
-            with adapter_process(pki, kubeconfig, values) as (port, pid):
+            with adapter_process(pki, kubeconfig, "--values-file", str(values)) as (port, pid):
                 url = f"https://127.0.0.1:{port}{PATH}?labelSelector=target%3Dt{stored // 2}"
                 check_answer(pki, url)
                 run_ab(pki, url, 2000, args.concurrency)  # warm-up: caches, allocator
@@ -99,12 +99,19 @@ def write_values(path: Path, count: int) -> None:
 
 
 @contextlib.contextmanager
-def stand_in_kube_api(directory: Path) -> Iterator[Path]:
-    """A loopback HTTPS endpoint that allows every SubjectAccessReview (in a thread)."""
+def stand_in_kube_api(directory: Path, token_review_delay: float = 0.0) -> Iterator[Path]:
+    """A loopback HTTPS endpoint (in a thread) that allows every SubjectAccessReview and, after
+    `token_review_delay` seconds, authenticates no bearer token."""
 
     async def review(request: web.Request) -> web.Response:
         body = await request.json()
         body["status"] = {"allowed": True}
+        return web.json_response(body, status=201)
+
+    async def token_review(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(token_review_delay)
+        body["status"] = {"authenticated": False, "error": "unknown token"}
         return web.json_response(body, status=201)
 
     ca = issuing.new_ca("bench-kube-ca", valid_for=DAY)
@@ -115,6 +122,7 @@ def stand_in_kube_api(directory: Path) -> Iterator[Path]:
     context.load_cert_chain(directory / "kube.crt", directory / "kube.key")
     app = web.Application()
     app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+    app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", token_review)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     loop.run_until_complete(runner.setup())
@@ -140,8 +148,10 @@ def stand_in_kube_api(directory: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def adapter_process(
-    pki: dict[str, Path], kubeconfig: Path, values: Path
+    pki: dict[str, Path], kubeconfig: Path, *provider: str
 ) -> Iterator[tuple[int, int]]:
+    """`serve` as its own process, trusting the front proxy; `provider` are the flags that say
+    what it serves (``--values-file f`` or ``--config f --prometheus-url u``)."""
     port = free_port()
     command = adapter_command(
         port,
@@ -152,8 +162,7 @@ def adapter_process(
         "--requestheader-allowed-names",
         "front-proxy-client",
         "--authentication-skip-lookup",
-        "--values-file",
-        str(values),
+        *provider,
         "--log-level",
         "warning",
     )

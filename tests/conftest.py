@@ -77,7 +77,9 @@ def _fake_kube_server(
         pki.admin,
     )
     yield fake, config
+    fake.reset()  # releases hung reviews
     loop_thread.run(runner.cleanup())
+    loop_thread.run(fake.cut_connections())
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import weakref
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 CONFIGMAP_PATH = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
 
@@ -37,6 +39,17 @@ class FakeKube:
     reviews_hang: bool = False
     """Reviews get no answer while this is set (a hung API server); reset() releases them."""
 
+    _transports: weakref.WeakSet[asyncio.Transport] = dataclasses.field(
+        default_factory=weakref.WeakSet, repr=False
+    )
+
+    async def cut_connections(self) -> None:
+        """Abort the connections still open after the server's cleanup: one whose answer to
+        a released hung review is still being flushed to a client that left would otherwise
+        outlive the event loop."""
+        for transport in list(self._transports):
+            transport.abort()
+
     def reset(self) -> None:
         self.tokens.clear()
         self.allow.clear()
@@ -50,7 +63,13 @@ class FakeKube:
         self.reviews_hang = False
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.transport is not None:
+                self._transports.add(request.transport)
+            return await handler(request)
+
+        app = web.Application(middlewares=[track])
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         app.router.add_post(
             "/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review

@@ -153,3 +153,10 @@ def requirements(draw: st.DrawFn) -> Requirement:
 def test_generated_selectors_round_trip(reqs: list[Requirement]) -> None:
     selector = Selector(tuple(sorted(reqs, key=lambda r: r.key)))
     assert parse_selector(str(selector)) == selector
+
+
+def test_an_error_quotes_a_long_token_only_in_part() -> None:
+    long_value = "v" * 5000
+    with pytest.raises(InvalidSelector) as refused:
+        parse_selector(f"a in ({long_value} {long_value})")
+    assert len(str(refused.value)) < 300
