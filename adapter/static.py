@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapter.api import MetricInfo, MetricValue
+from adapter.api import MetricInfo, MetricValue, value_problem
 from adapter.errors import InvalidConfiguration
 from adapter.selectors import Selector
 from adapter.store import ValueTable
@@ -183,8 +183,8 @@ def _parse_item(
     number: Decimal | None = None
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.append(f"{where}.value: must be a number (got {quote(value)})")
-    elif not math.isfinite(value) or value < 0:
-        problems.append(f"{where}.value: must be finite and >= 0 (got {quote(value)})")
+    elif problem := ("NaN is not a value" if math.isnan(value) else value_problem(value)):
+        problems.append(f"{where}.value: {problem}")
     else:
         number = MetricValue.decimal(value)
     window = item.get("window")

@@ -59,6 +59,7 @@ values:
   - {metric: ok, namespace: shop, value: "7"}
   - {metric: dup, namespace: shop, value: 1}
   - {metric: dup, namespace: shop, value: 2}
+  - {metric: big, namespace: shop, value: 1.0e+300}
 """
     with pytest.raises(InvalidConfiguration) as caught:
         provider(tmp_path, bad)
@@ -69,11 +70,12 @@ values:
         "values[0].metric: must be a non-empty name",
         "values[0].namespace: must be a DNS-1123 label",
         "values[0].labels.Bad Key:",
-        "values[0].value: must be finite and >= 0",
+        "values[0].value: -1 is negative",
         "values[0].window: must be a whole number",
-        "values[1].value: must be finite and >= 0",
+        "values[1].value: NaN is not a value",
         "values[2].value: must be a number",
         "values[4]: the same metric, namespace and labels appear twice",
+        "values[5].value: 1e+300 is beyond 9.22e+15, the most the HPA's 64-bit milli-value",
     ]
     assert len(problems) == len(expected), problems
     for problem, start in zip(problems, expected, strict=True):
