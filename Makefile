@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
 
-.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak clean
+.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak bench-scaling clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ train: $(STAMP)
 ## bench-forecast: accuracy vs the anchors on $(DATA), inference and loading costs
 bench-forecast: $(STAMP)
 	$(BIN)/python -m bench.forecast --data $(DATA)
+
+## bench-scaling: the scaling protocol (shared/reference/scaling-replay.md) on $(DATA): shortfall and pod-hours per policy, and the frontier
+bench-scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling --data $(DATA)
 
 ## bench-refresh: refresh cycles against a real Prometheus for 1, 100 and 1,000 targets
 bench-refresh: $(STAMP)

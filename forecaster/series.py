@@ -130,11 +130,16 @@ def read_csv(path: Path, name: str | None = None) -> Series:
     return on_grid(stamps, np.asarray(values, dtype=np.float64), step, name or path.stem)
 
 
+MANIFEST = "manifest.csv"
+"""The file that describes a set of traces (one row per trace), beside them: not a trace."""
+
+
 def read_folder(folder: Path) -> list[Series]:
-    """Every CSV below `folder`, named by its path relative to it (without the suffix)."""
+    """Every trace CSV below `folder`, named by its path relative to it (without the suffix);
+    the sets' `MANIFEST` files are skipped."""
     if not folder.is_dir():
         raise InvalidSeries(f"{folder}: no such folder")
-    paths = sorted(folder.rglob("*.csv"))
+    paths = sorted(path for path in folder.rglob("*.csv") if path.name != MANIFEST)
     if not paths:
         raise InvalidSeries(f"{folder}: no CSV files")
     return [read_csv(path, str(path.relative_to(folder).with_suffix(""))) for path in paths]

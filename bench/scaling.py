@@ -1,0 +1,387 @@
+"""Scaling benchmark: the replay protocol of ``scaling-replay.md`` on the dev traces.
+
+Role: replay every dev trace through the simulated HPA (`adapter.simulator`) for each policy
+family swept over its knobs, at start-up delays of S = 1 and S = 2 steps, and print, per S, the
+pooled share of steps above capacity, the unserved share of load and the pod-hours against the
+reactive HPA at u = 0.7, then the cost/shortfall frontier (the lowest shortfall each family
+reaches within a mean pod-hour budget).
+
+    python -m bench.scaling --data ../shared/data
+
+Per series (5-minute grid, gaps carried forward; series shorter than 3 days of span plus 1 day
+of history are skipped, as the forecast benchmark skips them):
+
+- the evaluation span is the last 3 days; capacity of one pod c = p99(load over the span) / 20;
+  min 1, max 200 replicas; pods ordered at step t are ready at t + S;
+- every replay starts `WARMUP` steps before the span (from the count the reactive HPA at 0.7
+  would hold) and only the span is scored, with `adapter.simulator.score`;
+- families: the reactive HPA (u in 0.7 .. 0.3); last value plus empirical error quantiles
+  (see `lead_window_errors`), combined as max(reactive at u_r, its own count); the oracle.
+
+Extension point: a policy that sizes from a forecast is a `Family`, a function from a prepared
+series and S to `Candidate`s; `Candidate.counts` is the per-step "forecast count", made at each
+step from data before it (see `forecast_counts` to turn a forecast load into counts).
+
+What it must not do: look at any step's load when deciding that step or later ones (every
+count at step t reads load up to t - 1 only; the oracle alone is allowed the future), tune
+anything to individual series, or write files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from adapter.simulator import (
+    ExternalMetric,
+    Scores,
+    protocol_autoscaler,
+    reactive_metric,
+    score,
+    simulate,
+)
+from forecaster import backtest
+from forecaster.series import Series, read_folder
+
+STEP = backtest.STEP
+DAY = backtest.DAY
+SPAN = backtest.EVALUATION_DAYS * DAY
+HISTORY = backtest.CONTEXT_DAYS * DAY
+"""How far back a policy may read before a step (14 days)."""
+WARMUP = 12
+"""Steps replayed before the span so that the HPA's state is the policy's own when it starts."""
+PODS_AT_P99 = 20
+MAX_REPLICAS = 200
+MIN_REPLICAS = 1
+STARTUPS = (1, 2)
+BASELINE_UTILISATION = 0.7
+REACTIVE_UTILISATIONS = (0.7, 0.6, 0.5, 0.4, 0.3)
+QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95)
+FORECAST_UTILISATIONS = (1.0, 0.85, 0.7)
+ORACLE_UTILISATIONS = (0.7, 1.0)
+BUDGETS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """One series made ready for the protocol."""
+
+    name: str
+    load: np.ndarray
+    """The whole series on the 5-minute grid, gaps carried forward."""
+    capacity: float
+    """c: what one pod serves at 100 %."""
+
+    @property
+    def start(self) -> int:
+        """Index of the first step of the evaluation span."""
+        return len(self.load) - SPAN
+
+    @property
+    def first(self) -> int:
+        """Index of the first replayed step (the warm-up's first)."""
+        return self.start - WARMUP
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of a family's sweep: what the HPA is given over the replayed steps."""
+
+    family: str
+    knobs: str
+    reactive_utilisation: float | None
+    """The reactive metric's target utilisation; None: no reactive metric."""
+    counts: np.ndarray | None = None
+    """The policy's own replica count per replayed step, served exactly (no tolerance)."""
+
+
+Family = Callable[[Replay, int], Iterable[Candidate]]
+"""A policy family: (series, start-up steps S) -> the points of its sweep."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One candidate's scores on one series."""
+
+    family: str
+    knobs: str
+    startup: int
+    scores: Scores
+
+
+def prepare(traces: Sequence[Series]) -> list[Replay]:
+    """The traces that fit the protocol, with their pod capacity; flat-zero spans are skipped."""
+    replays = []
+    for trace in backtest.prepare(traces):
+        load = _fill_gaps(trace.values)
+        if load is None:
+            continue
+        capacity = float(np.percentile(load[-SPAN:], 99)) / PODS_AT_P99
+        if capacity > 0:
+            replays.append(Replay(trace.name, load, capacity))
+    return replays
+
+
+def _fill_gaps(values: np.ndarray) -> np.ndarray | None:
+    """Each NaN takes the last value before it (the first ones the first value); None if empty."""
+    observed = ~np.isnan(values)
+    if not observed.any():
+        return None
+    index = np.where(observed, np.arange(len(values)), 0)
+    np.maximum.accumulate(index, out=index)
+    filled = values[index]
+    filled[: int(np.argmax(observed))] = values[observed][0]
+    return filled
+
+
+def initial_replicas(replay: Replay) -> int:
+    """The count the reactive HPA at 0.7 would hold for the load just before the replay."""
+    wanted = math.ceil(replay.load[replay.first - 1] / (replay.capacity * BASELINE_UTILISATION))
+    return min(max(wanted, MIN_REPLICAS), MAX_REPLICAS)
+
+
+def replay_candidate(replay: Replay, candidate: Candidate, startup: int) -> Scores:
+    """Replay one candidate through the protocol's HPA; the scores of the span alone."""
+    window = replay.load[replay.first :]
+    metrics = []
+    if candidate.reactive_utilisation is not None:
+        per_pod = replay.capacity * candidate.reactive_utilisation
+        metrics.append(reactive_metric(window, per_pod, STEP))
+    if candidate.counts is not None:
+        if candidate.counts.shape != window.shape:
+            raise ValueError(f"{candidate.counts.size} counts for {window.size} replayed steps")
+        metrics.append(ExternalMetric(candidate.counts.astype(np.float64), 1.0, tolerance=0.0))
+    trace = simulate(
+        metrics,
+        protocol_autoscaler(STEP, MAX_REPLICAS, MIN_REPLICAS),
+        STEP,
+        startup_seconds=startup * STEP,
+        initial_replicas=initial_replicas(replay),
+    )
+    skip = WARMUP * trace.syncs_per_step
+    span = dataclasses.replace(
+        trace,
+        times=trace.times[skip:],
+        desired=trace.desired[skip:],
+        provisioned=trace.provisioned[skip:],
+        ready=trace.ready[skip:],
+    )
+    return score(span, replay.load[replay.start :], replay.capacity)
+
+
+def forecast_counts(forecast: np.ndarray, capacity: float, utilisation: float) -> np.ndarray:
+    """Replica counts that serve a forecast load at `utilisation` of each pod (NaN stays NaN)."""
+    counts = np.ceil(forecast / (capacity * utilisation))
+    return np.where(np.isnan(counts), np.nan, np.clip(counts, 0, MAX_REPLICAS))
+
+
+def lead_window_errors(load: np.ndarray, startup: int) -> np.ndarray:
+    """Error of a last-value forecast of the lead window, per step (NaN where undefined).
+
+    ``errors[j] = max(load[j .. j + S]) - load[j - 1]``: the most the load over the steps a count
+    ordered at j must cover (the current one, which a scale-down leaves at once, up to the one
+    its new pods are ready for) exceeds the last value seen at j. A difference, not a ratio: it
+    stays defined where the load is near zero. It is known from step j + S + 1 on.
+    """
+    size = len(load)
+    errors = np.full(size, np.nan)
+    if size > startup + 1:
+        ahead = sliding_window_view(load, startup + 1).max(axis=1)
+        errors[1 : size - startup] = ahead[1:] - load[: size - startup - 1]
+    return errors
+
+
+def error_quantiles(
+    load: np.ndarray,
+    startup: int,
+    steps: np.ndarray,
+    quantiles: Sequence[float],
+    history: int = HISTORY,
+) -> np.ndarray:
+    """Per step t in `steps` and per quantile: the quantile of the errors known before t.
+
+    Known before t, within the `history` steps before it: `lead_window_errors` j with
+    ``t - history <= j - 1`` and ``j + S <= t - 1``. Linear interpolation, as `numpy.quantile`.
+    Shape (len(quantiles), len(steps)); NaN where no error is known yet.
+    """
+    width = history - 1 - startup
+    padded = np.concatenate([np.full(history, np.nan), lead_window_errors(load, startup)])
+    # Row t covers errors t - history + 1 .. t - 1 - S, at padded t + 1 .. t + history - S - 1.
+    rows = np.sort(sliding_window_view(padded, width)[np.asarray(steps) + 1], axis=1)
+    known = np.sum(~np.isnan(rows), axis=1)
+    last = np.maximum(known - 1, 0)
+    out = np.empty((len(quantiles), len(steps)))
+    line = np.arange(len(steps))
+    for row, quantile in enumerate(quantiles):
+        position = quantile * last
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, last)
+        below, above = rows[line, low], rows[line, high]
+        out[row] = np.where(known > 0, below + (position - low) * (above - below), np.nan)
+    return out
+
+
+def reactive_family(replay: Replay, startup: int) -> Iterable[Candidate]:
+    """The reactive HPA alone, swept over its target utilisation."""
+    del replay, startup
+    for utilisation in REACTIVE_UTILISATIONS:
+        yield Candidate("reactive HPA", f"u={utilisation:g}", utilisation)
+
+
+def last_value_family(replay: Replay, startup: int) -> Iterable[Candidate]:
+    """Last value + the q-quantile of its recent lead-window errors, with the reactive metric."""
+    steps = np.arange(replay.first, len(replay.load))
+    margins = error_quantiles(replay.load, startup, steps, QUANTILES)
+    last = replay.load[steps - 1]
+    for quantile, margin in zip(QUANTILES, margins, strict=True):
+        for utilisation in FORECAST_UTILISATIONS:
+            counts = forecast_counts(last + margin, replay.capacity, utilisation)
+            knobs = f"q={quantile:g} u_f=u_r={utilisation:g}"
+            yield Candidate("last value + quantiles", knobs, utilisation, counts)
+
+
+def oracle_family(replay: Replay, startup: int) -> Iterable[Candidate]:
+    """Knows the future: at t, exactly the pods steps t .. t + S need (nothing reactive)."""
+    for utilisation in ORACLE_UTILISATIONS:
+        need = np.ceil(replay.load / (replay.capacity * utilisation))
+        padded = np.concatenate([need, np.repeat(need[-1:], startup)])
+        cover = sliding_window_view(padded, startup + 1).max(axis=1)[replay.first :]
+        yield Candidate("oracle", f"u={utilisation:g}", None, np.clip(cover, 0, MAX_REPLICAS))
+
+
+FAMILIES: tuple[Family, ...] = (reactive_family, last_value_family, oracle_family)
+"""The project's forecaster policy is added here as one more `Family`."""
+
+
+def replay_series(
+    replay: Replay, families: Sequence[Family] = FAMILIES, startups: Sequence[int] = STARTUPS
+) -> list[Point]:
+    """Every family's sweep on one series, at every start-up delay."""
+    points = []
+    for startup in startups:
+        for family in families:
+            for candidate in family(replay, startup):
+                scores = replay_candidate(replay, candidate, startup)
+                points.append(Point(candidate.family, candidate.knobs, startup, scores))
+    return points
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """One candidate across series."""
+
+    family: str
+    knobs: str
+    above: float
+    """Pooled share of steps above capacity."""
+    unserved: float
+    """Mean over series of the unserved share of load (loads differ in scale: not pooled)."""
+    cost_mean: float
+    """Mean over series of pod-hours / the reactive HPA's at u = 0.7."""
+    cost_median: float
+
+
+BASELINE_KNOBS = f"u={BASELINE_UTILISATION:g}"
+
+
+def summarise(per_series: Sequence[Sequence[Point]], startup: int) -> list[Summary]:
+    """Across series, for one start-up delay, in the order the candidates were replayed."""
+    order: list[tuple[str, str]] = []
+    above: dict[tuple[str, str], list[float]] = {}
+    unserved: dict[tuple[str, str], list[float]] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for points in per_series:
+        chosen = [point for point in points if point.startup == startup]
+        baseline = next(
+            point.scores.pod_hours
+            for point in chosen
+            if point.family == "reactive HPA" and point.knobs == BASELINE_KNOBS
+        )
+        for point in chosen:
+            key = (point.family, point.knobs)
+            if key not in above:
+                order.append(key)
+                above[key], unserved[key], ratios[key] = [], [], []
+            above[key].append(point.scores.time_above_capacity)
+            unserved[key].append(point.scores.unserved_share)
+            ratios[key].append(point.scores.pod_hours / baseline)
+    # Every series has a span of the same length, so the pooled share is the mean share.
+    return [
+        Summary(
+            family,
+            knobs,
+            float(np.mean(above[family, knobs])),
+            float(np.mean(unserved[family, knobs])),
+            float(np.mean(ratios[family, knobs])),
+            float(np.median(ratios[family, knobs])),
+        )
+        for family, knobs in order
+    ]
+
+
+def frontier(summaries: Sequence[Summary], budget: float) -> dict[str, Summary | None]:
+    """Per family, its point with the lowest shortfall within a mean pod-hour budget."""
+    best: dict[str, Summary | None] = {}
+    for summary in summaries:
+        current = best.setdefault(summary.family, None)
+        if summary.cost_mean <= budget + 1e-9 and (
+            current is None or summary.above < current.above
+        ):
+            best[summary.family] = summary
+    return best
+
+
+def table(summaries: Sequence[Summary], startup: int, series_count: int) -> str:
+    lines = [
+        f"S = {startup} ({series_count} series): pod-hours against the reactive HPA at u = 0.7",
+        f"{'policy':24} {'knobs':22} {'above cap %':>11} {'unserved %':>10} "
+        f"{'cost mean':>9} {'median':>7}",
+    ]
+    for summary in summaries:
+        lines.append(
+            f"{summary.family:24} {summary.knobs:22} {100 * summary.above:11.2f} "
+            f"{100 * summary.unserved:10.3f} {summary.cost_mean:9.3f} {summary.cost_median:7.3f}"
+        )
+    families = list(dict.fromkeys(summary.family for summary in summaries))
+    lines += ["", "frontier: lowest steps above capacity % (knobs) within a mean budget"]
+    lines.append(f"{'budget':>6}  " + "  ".join(f"{family:34}" for family in families))
+    for budget in BUDGETS:
+        best = frontier(summaries, budget)
+        cells = []
+        for family in families:
+            point = best[family]
+            cell = "-" if point is None else f"{100 * point.above:5.2f} ({point.knobs})"
+            cells.append(f"{cell:34}")
+        lines.append(f"{budget:6.1f}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    traces = read_folder(args.data)
+    replays = prepare(traces)
+    print(f"{len(replays)} of {len(traces)} traces fit the protocol (5 min or finer, 4 days)")
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        per_series = list(pool.map(replay_series, replays, chunksize=4))
+    for startup in STARTUPS:
+        print(table(summarise(per_series, startup), startup, len(replays)))
+        print()
+    print(f"run time: {time.perf_counter() - started:.0f} s on {args.jobs} processes")
+
+
+if __name__ == "__main__":
+    main()

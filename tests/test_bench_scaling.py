@@ -1,0 +1,151 @@
+"""The scaling benchmark's protocol arithmetic on series small enough to work out by hand.
+
+Each series has 5 days of 5-minute steps: 2 days of history, the 3-day span (864 steps, 72 h)
+last. A pod-hour is one pod for 12 steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import scaling
+from bench.scaling import Candidate, Replay
+from forecaster.series import Series
+
+DAYS = 5
+STEPS = DAYS * 288
+SPAN = 864
+
+
+def replay_of(load: np.ndarray) -> Replay:
+    times = 1_609_718_400 + 300 * np.arange(len(load), dtype=np.int64)
+    (replay,) = scaling.prepare([Series("hand", times, load.astype(np.float64))])
+    return replay
+
+
+def scores(replay: Replay, candidate: Candidate, startup: int) -> list[float]:
+    result = scaling.replay_candidate(replay, candidate, startup)
+    return [result.time_above_capacity, result.unserved_share, result.pod_hours]
+
+
+def by_knobs(replay: Replay, family: scaling.Family, startup: int) -> dict[str, Candidate]:
+    return {candidate.knobs: candidate for candidate in family(replay, startup)}
+
+
+def test_a_constant_load_is_served_by_the_counts_its_utilisation_gives() -> None:
+    # Load 40, p99 40: c = 40 / 20 = 2. The replay starts from ceil(40 / (2 x 0.7)) = 29 pods.
+    replay = replay_of(np.full(STEPS, 40.0))
+    assert replay.capacity == 2.0
+    assert scaling.initial_replicas(replay) == 29
+    reactive = by_knobs(replay, scaling.reactive_family, 1)
+    # u 0.7: 40 / (1.4 x 29) = 0.985 stays within the tolerance: 29 pods all span.
+    assert scores(replay, reactive["u=0.7"], 1) == pytest.approx([0, 0, 29 * 72])
+    # u 0.5: 40 / (1 x 29) = 1.38 → 40 pods, ordered in the warm-up. u 0.3: ceil(66.7) = 67.
+    assert scores(replay, reactive["u=0.5"], 1) == pytest.approx([0, 0, 40 * 72])
+    assert scores(replay, reactive["u=0.3"], 2) == pytest.approx([0, 0, 67 * 72])
+    # Last value + quantiles: every error is 0, so the forecast is 40: at u 1.0 exactly 20 pods
+    # (capacity 40, not above the load 40); at 0.85 ceil(40 / 1.7) = 24.
+    last_value = by_knobs(replay, scaling.last_value_family, 1)
+    assert scores(replay, last_value["q=0.9 u_f=u_r=1"], 1) == pytest.approx([0, 0, 20 * 72])
+    assert scores(replay, last_value["q=0.5 u_f=u_r=0.85"], 1)[2] == pytest.approx(24 * 72)
+    oracle = by_knobs(replay, scaling.oracle_family, 2)
+    assert scores(replay, oracle["u=1"], 2) == pytest.approx([0, 0, 20 * 72])
+
+    per_series = [scaling.replay_series(replay, startups=(1,))]
+    summaries = {s.knobs: s for s in scaling.summarise(per_series, 1)}
+    assert summaries["u=0.7"].cost_mean == 1.0
+    assert summaries["u=0.5"].cost_mean == pytest.approx(40 / 29)
+    assert summaries["q=0.9 u_f=u_r=1"].cost_median == pytest.approx(20 / 29)
+
+
+@pytest.mark.parametrize("startup", [1, 2])
+def test_a_jump_is_short_for_the_lag_plus_the_startup(startup: int) -> None:
+    # 40, then 80 from span step 100 on. p99 of the span is 80: c = 4, per pod at 0.7 = 2.8.
+    # 15 pods hold 40 (40 / 42 = 0.95). The jump is seen at step 101, which orders
+    # ceil(80 / 2.8) = 29, ready at 101 + S: short at steps 100 .. 100 + S, by 80 - 60 each.
+    load = np.full(STEPS, 40.0)
+    load[STEPS - SPAN + 100 :] = 80.0
+    replay = replay_of(load)
+    assert replay.capacity == 4.0
+    total = 100 * 40 + 764 * 80
+    reactive = by_knobs(replay, scaling.reactive_family, startup)["u=0.7"]
+    above, unserved, pod_hours = scores(replay, reactive, startup)
+    assert above == pytest.approx((startup + 1) / SPAN)
+    assert unserved == pytest.approx((startup + 1) * 20 / total)
+    assert pod_hours == pytest.approx((15 * 101 + 29 * 763) / 12)
+    # The oracle orders 29 at step 100 - S, to cover steps t .. t + S: never short.
+    oracle = by_knobs(replay, scaling.oracle_family, startup)["u=0.7"]
+    ordered = 100 - startup
+    expected = pytest.approx([0, 0, (15 * ordered + 29 * (SPAN - ordered)) / 12])
+    assert scores(replay, oracle, startup) == expected
+
+
+def test_lead_window_errors_against_the_last_value() -> None:
+    # S = 1: errors[j] = max(load[j], load[j + 1]) - load[j - 1].
+    load = np.array([1.0, 3, 2, 5, 4, 4, 1])
+    errors = scaling.lead_window_errors(load, 1)
+    assert np.isnan(errors[[0, 6]]).all()
+    assert errors[1:6].tolist() == [2, 2, 3, -1, 0]
+    # S = 2: max(load[j .. j + 2]) - load[j - 1].
+    assert scaling.lead_window_errors(load, 2)[1:5].tolist() == [4, 2, 3, -1]
+
+
+def test_error_quantiles_read_only_the_errors_known_before_each_step() -> None:
+    load = np.array([1.0, 3, 2, 5, 4, 4, 1])
+    # At t = 6 with S = 1, errors j <= 4 are known: 2, 2, 3, -1; a history of 5 steps keeps
+    # j >= 2 (j - 1 >= 1): 2, 3, -1.
+    wide = scaling.error_quantiles(load, 1, np.array([2, 3, 6]), (0.5, 1.0), history=100)
+    assert np.isnan(wide[:, 0]).all()  # at t = 2 only j <= 0 is known: nothing
+    assert wide[:, 1].tolist() == [2, 2]
+    assert wide[:, 2].tolist() == [2, 3]  # median of -1, 2, 2, 3
+    narrow = scaling.error_quantiles(load, 1, np.array([6]), (0.0, 0.5, 0.75), history=5)
+    assert narrow[:, 0].tolist() == [-1, 2, 2.5]
+
+
+def test_error_quantiles_match_numpy_on_full_windows() -> None:
+    rng = np.random.default_rng(3)
+    load = rng.gamma(2.0, 10.0, 600)
+    steps = np.arange(300, 600, 37)
+    got = scaling.error_quantiles(load, 2, steps, (0.8, 0.95), history=200)
+    errors = scaling.lead_window_errors(load, 2)
+    for column, step in enumerate(steps):
+        known = errors[step - 200 + 1 : step - 2]
+        assert got[:, column] == pytest.approx(np.quantile(known, (0.8, 0.95)))
+
+
+def test_the_forecast_counts_never_read_the_load_of_their_own_step() -> None:
+    rng = np.random.default_rng(7)
+    load = rng.gamma(4.0, 10.0, STEPS)
+    changed = load.copy()
+    cut = STEPS - 300
+    changed[cut:] *= 3
+    replay, other = replay_of(load), replay_of(changed)
+    # The capacity reads the span (as the protocol says); give both the same one.
+    other = Replay(other.name, other.load, replay.capacity)
+    before = cut - replay.first + 1  # counts of steps up to `cut` read load up to cut - 1
+    for mine, theirs in zip(
+        scaling.last_value_family(replay, 2), scaling.last_value_family(other, 2), strict=True
+    ):
+        assert mine.counts is not None
+        assert theirs.counts is not None
+        assert np.array_equal(mine.counts[:before], theirs.counts[:before])
+        assert not np.array_equal(mine.counts, theirs.counts)
+
+
+def test_forecast_counts_round_up_and_stay_in_range() -> None:
+    counts = scaling.forecast_counts(np.array([0.0, 3.0, 3.1, math.nan, 1e9]), 2.0, 0.75)
+    assert counts[[0, 1, 2, 4]].tolist() == [0, 2, 3, 200]
+    assert math.isnan(counts[3])
+
+
+def test_the_frontier_takes_the_lowest_shortfall_within_the_budget() -> None:
+    def point(knobs: str, above: float, cost: float) -> scaling.Summary:
+        return scaling.Summary("f", knobs, above, 0.0, cost, cost)
+
+    points = [point("a", 0.08, 1.0), point("b", 0.05, 1.2), point("c", 0.02, 1.6)]
+    assert scaling.frontier(points, 1.1)["f"] == points[0]
+    assert scaling.frontier(points, 1.5)["f"] == points[1]
+    assert scaling.frontier(points, 0.9)["f"] is None
