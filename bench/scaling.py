@@ -16,7 +16,11 @@ of history are skipped, as the forecast benchmark skips them):
 - every replay starts `WARMUP` steps before the span (from the count the reactive HPA at 0.7
   would hold) and only the span is scored, with `adapter.simulator.score`;
 - families: the reactive HPA (u in 0.7 .. 0.3); last value plus empirical error quantiles
-  (see `lead_window_errors`), combined as max(reactive at u_r, its own count); the oracle.
+  (see `lead_window_errors`), combined as max(reactive at u_r, its own count); the project's
+  forecaster (`ForecasterFamily`: `Forecaster.forecast_batch`, the refresher's entry, over the
+  14 days before each step, in batches), combined the same way; the oracle.
+
+`--series N` replays N series spread evenly over the set, `--families` a subset of the families.
 
 Extension point: a policy that sizes from a forecast is a `Family`, a function from a prepared
 series and S to `Candidate`s; `Candidate.counts` is the per-step "forecast count", made at each
@@ -36,7 +40,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -50,6 +56,7 @@ from adapter.simulator import (
     simulate,
 )
 from forecaster import backtest
+from forecaster.predictor import Forecast, History, load_forecaster
 from forecaster.series import Series, read_folder
 
 STEP = backtest.STEP
@@ -80,6 +87,12 @@ class Replay:
     """The whole series on the 5-minute grid, gaps carried forward."""
     capacity: float
     """c: what one pod serves at 100 %."""
+    first_time: int = 0
+    """Unix seconds of `load[0]` (the forecaster reads the time of day and week)."""
+
+    def times(self, begin: int, end: int) -> np.ndarray:
+        """Timestamps of the steps `begin` .. `end` - 1."""
+        return self.first_time + STEP * np.arange(begin, end, dtype=np.int64)
 
     @property
     def start(self) -> int:
@@ -127,7 +140,7 @@ def prepare(traces: Sequence[Series]) -> list[Replay]:
             continue
         capacity = float(np.percentile(load[-SPAN:], 99)) / PODS_AT_P99
         if capacity > 0:
-            replays.append(Replay(trace.name, load, capacity))
+            replays.append(Replay(trace.name, load, capacity, int(trace.timestamps[0])))
     return replays
 
 
@@ -249,6 +262,81 @@ def last_value_family(replay: Replay, startup: int) -> Iterable[Candidate]:
             yield Candidate("last value + quantiles", knobs, utilisation, counts)
 
 
+class BatchForecaster(Protocol):
+    """What the forecaster family needs of `forecaster.Forecaster`: its batched entry."""
+
+    def forecast_batch(
+        self, histories: Sequence[History], horizon: int, quantiles: Sequence[float] = ...
+    ) -> list[Forecast]: ...
+
+
+FORECAST_CHUNK = 128
+"""Origins per `forecast_batch` call: bounds the memory of one call's histories."""
+
+
+class ForecasterFamily:
+    """The project's forecaster, through `Forecaster.forecast_batch` as the refresher calls it.
+
+    At every replayed step t it forecasts from the `HISTORY` steps before t (up to t - 1) the
+    steps t .. t + S; its count is the q-quantile forecast's maximum over them sized at u_f,
+    combined with the reactive metric at u_r = u_f (the knobs of `last_value_family`). The
+    forecasts of a series are made once, for the longest lead window of `STARTUPS`, and reused
+    for every knob and start-up delay (the model forecasts each step the same whatever the
+    horizon asked for).
+    """
+
+    name = "forecaster"
+
+    def __init__(
+        self,
+        load: Callable[[], BatchForecaster] = load_forecaster,
+        chunk: int = FORECAST_CHUNK,
+        longest: int = max(STARTUPS),
+    ) -> None:
+        self._load = load
+        self._model: BatchForecaster | None = None
+        self._chunk = chunk
+        self._longest = longest
+        self._cache: tuple[str, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        """Sent to a worker process without its model or cache (each worker loads its own)."""
+        return {**self.__dict__, "_model": None, "_cache": None}
+
+    def __call__(self, replay: Replay, startup: int) -> Iterable[Candidate]:
+        if startup > self._longest:
+            raise ValueError(f"forecasts are made for S up to {self._longest}, not {startup}")
+        forecasts = self.forecasts(replay)
+        ahead = forecasts[:, :, : startup + 1].max(axis=2)
+        for quantile, peak in zip(QUANTILES, ahead, strict=True):
+            for utilisation in FORECAST_UTILISATIONS:
+                counts = forecast_counts(peak, replay.capacity, utilisation)
+                knobs = f"q={quantile:g} u_f=u_r={utilisation:g}"
+                yield Candidate(self.name, knobs, utilisation, counts)
+
+    def forecasts(self, replay: Replay) -> np.ndarray:
+        """(quantile, replayed step, lead step) forecasts of one series (the last one cached)."""
+        if self._cache is not None and self._cache[0] == replay.name:
+            return self._cache[1]
+        if self._model is None:
+            self._model = self._load()
+        horizon = self._longest + 1
+        steps = np.arange(replay.first, len(replay.load))
+        out = np.empty((len(QUANTILES), len(steps), horizon))
+        for begin in range(0, len(steps), self._chunk):
+            chunk = steps[begin : begin + self._chunk]
+            histories: list[History] = []
+            for step in chunk:
+                low = max(0, int(step) - HISTORY)
+                histories.append((replay.times(low, int(step)), replay.load[low:step]))
+            results = self._model.forecast_batch(histories, horizon, QUANTILES)
+            if len(results) != len(histories):
+                raise ValueError(f"{len(results)} forecasts for {len(histories)} histories")
+            out[:, begin : begin + len(chunk)] = np.stack([r.values for r in results], axis=1)
+        self._cache = (replay.name, out)
+        return out
+
+
 def oracle_family(replay: Replay, startup: int) -> Iterable[Candidate]:
     """Knows the future: at t, exactly the pods steps t .. t + S need (nothing reactive)."""
     for utilisation in ORACLE_UTILISATIONS:
@@ -258,8 +346,20 @@ def oracle_family(replay: Replay, startup: int) -> Iterable[Candidate]:
         yield Candidate("oracle", f"u={utilisation:g}", None, np.clip(cover, 0, MAX_REPLICAS))
 
 
-FAMILIES: tuple[Family, ...] = (reactive_family, last_value_family, oracle_family)
-"""The project's forecaster policy is added here as one more `Family`."""
+forecaster_family = ForecasterFamily()
+FAMILIES: tuple[Family, ...] = (
+    reactive_family,
+    last_value_family,
+    forecaster_family,
+    oracle_family,
+)
+FAMILY_NAMES: dict[str, Family] = {
+    "reactive": reactive_family,
+    "last-value": last_value_family,
+    "forecaster": forecaster_family,
+    "oracle": oracle_family,
+}
+"""`--families` choices; the reactive HPA always runs (it is every cost's baseline)."""
 
 
 def replay_series(
@@ -273,6 +373,12 @@ def replay_series(
                 scores = replay_candidate(replay, candidate, startup)
                 points.append(Point(candidate.family, candidate.knobs, startup, scores))
     return points
+
+
+def replay_named(replay: Replay, names: Sequence[str]) -> list[Point]:
+    """`replay_series` with the families of `FAMILY_NAMES` named: a worker process uses its
+    own (so the forecaster is loaded once per process, not once per series)."""
+    return replay_series(replay, [FAMILY_NAMES[name] for name in names])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,18 +475,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--series", type=int, default=0, help="replay every k-th series only, N of them in all"
+    )
+    parser.add_argument(
+        "--families",
+        default=",".join(FAMILY_NAMES),
+        help=f"comma-separated, of {', '.join(FAMILY_NAMES)} (the reactive HPA always runs)",
+    )
     args = parser.parse_args()
+    names = ["reactive", *(n for n in args.families.split(",") if n and n != "reactive")]
+    unknown = [name for name in names if name not in FAMILY_NAMES]
+    if unknown:
+        parser.error(f"unknown families: {', '.join(unknown)}")
+    names = list(dict.fromkeys(names))
 
     started = time.perf_counter()
     traces = read_folder(args.data)
     replays = prepare(traces)
     print(f"{len(replays)} of {len(traces)} traces fit the protocol (5 min or finer, 4 days)")
+    replays = subset(replays, args.series)
+    origins = sum(len(replay.load) - replay.first for replay in replays)
+    print(f"replaying {len(replays)} series, {origins} forecast origins each family")
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        per_series = list(pool.map(replay_series, replays, chunksize=4))
+        run = partial(replay_named, names=names)
+        per_series = list(pool.map(run, replays, chunksize=1))
     for startup in STARTUPS:
         print(table(summarise(per_series, startup), startup, len(replays)))
         print()
-    print(f"run time: {time.perf_counter() - started:.0f} s on {args.jobs} processes")
+    elapsed = time.perf_counter() - started
+    print(f"run time: {elapsed:.0f} s on {args.jobs} processes", end="")
+    print(f" ({1000 * elapsed / max(1, origins):.1f} s per 1,000 origins, all families)")
+
+
+def subset(replays: Sequence[Replay], count: int) -> list[Replay]:
+    """`count` series spread evenly (every k-th, from the first); all when `count` is 0."""
+    if count <= 0 or count >= len(replays):
+        return list(replays)
+    every = len(replays) // count
+    return list(replays[::every][:count])
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ last. A pod-hour is one pod for 12 steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from bench import scaling
 from bench.scaling import Candidate, Replay
+from forecaster.predictor import Forecast, History
 from forecaster.series import Series
 
 DAYS = 5
@@ -54,7 +56,8 @@ def test_a_constant_load_is_served_by_the_counts_its_utilisation_gives() -> None
     oracle = by_knobs(replay, scaling.oracle_family, 2)
     assert scores(replay, oracle["u=1"], 2) == pytest.approx([0, 0, 20 * 72])
 
-    per_series = [scaling.replay_series(replay, startups=(1,))]
+    families = (scaling.reactive_family, scaling.last_value_family, scaling.oracle_family)
+    per_series = [scaling.replay_series(replay, families, startups=(1,))]
     summaries = {s.knobs: s for s in scaling.summarise(per_series, 1)}
     assert summaries["u=0.7"].cost_mean == 1.0
     assert summaries["u=0.5"].cost_mean == pytest.approx(40 / 29)
@@ -149,3 +152,71 @@ def test_the_frontier_takes_the_lowest_shortfall_within_the_budget() -> None:
     assert scaling.frontier(points, 1.1)["f"] == points[0]
     assert scaling.frontier(points, 1.5)["f"] == points[1]
     assert scaling.frontier(points, 0.9)["f"] is None
+
+
+class RecordingForecaster:
+    """Stands in for `forecaster.Forecaster`: records what each call reads; forecasts, for the
+    lead steps 0, 1, 2 of every quantile row r, the last value seen + r + the lead step."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.lengths: list[int] = []
+        self.last_times: list[int] = []
+        self.last_values: list[float] = []
+
+    def forecast_batch(
+        self,
+        histories: Sequence[History],
+        horizon: int,
+        quantiles: Sequence[float] = (0.5,),
+    ) -> list[Forecast]:
+        self.calls.append(len(histories))
+        out = []
+        for times, values in histories:
+            self.lengths.append(len(values))
+            self.last_times.append(int(times[-1]))
+            self.last_values.append(float(values[-1]))
+            rows = float(values[-1]) + np.add.outer(np.arange(len(quantiles)), np.arange(horizon))
+            out.append(Forecast(tuple(quantiles), rows, "model", 300, int(times[-1]) + 300))
+        return out
+
+
+def test_the_forecaster_family_forecasts_each_step_from_the_steps_before_it_only() -> None:
+    load = np.arange(STEPS, dtype=np.float64) % 500 + 1  # p99 of the span: 495, c = 24.75
+    replay = replay_of(load)
+    fake = RecordingForecaster()
+    family = scaling.ForecasterFamily(lambda: fake, chunk=100)
+    one = by_knobs(replay, family, 1)
+    two = by_knobs(replay, family, 2)
+    steps = np.arange(replay.first, STEPS)
+    # One forecast per replayed step, in calls of at most 100, shared by S = 1 and S = 2.
+    assert sum(fake.calls) == len(steps) == 876
+    assert max(fake.calls) == 100
+    # The history of step t ends at t - 1 (its time and its value) and reaches back 14 days at
+    # most (here: all of it, less than 14 days).
+    assert fake.last_values == load[steps - 1].tolist()
+    assert fake.last_times == replay.times(0, STEPS)[steps - 1].tolist()
+    assert fake.lengths == steps.tolist()
+    # Count: the max over the lead window t .. t + S of the forecast (row q=0.9 is row 3:
+    # last + 3 + lead step), sized at u_f.
+    expected_one = np.ceil((load[steps - 1] + 3 + 1) / (replay.capacity * 0.85))
+    expected_two = np.ceil((load[steps - 1] + 3 + 2) / replay.capacity)
+    counts_one, counts_two = one["q=0.9 u_f=u_r=0.85"].counts, two["q=0.9 u_f=u_r=1"].counts
+    assert counts_one is not None
+    assert counts_two is not None
+    assert np.array_equal(counts_one, expected_one)
+    assert np.array_equal(counts_two, expected_two)
+    assert one["q=0.9 u_f=u_r=0.85"].reactive_utilisation == 0.85
+    assert len(one) == 15
+
+
+def test_the_forecaster_family_reads_at_most_14_days() -> None:
+    length = 20 * 288
+    replay = replay_of(np.arange(length, dtype=np.float64) % 300 + 1)
+    fake = RecordingForecaster()
+    list(scaling.ForecasterFamily(lambda: fake)(replay, 1))
+    # 20 days: the first replayed step has more than 14 days before it.
+    assert replay.first > scaling.HISTORY
+    assert set(fake.lengths) == {scaling.HISTORY}
+    assert scaling.HISTORY == 14 * 288
+    assert fake.last_values[0] == replay.load[replay.first - 1]
