@@ -428,10 +428,10 @@ class _Controller:
         stabilized = self._stabilize(now, current, proposal)
         hpa = self._hpa
         if stabilized > current:
-            limit = max(_scale_up_limit(current, self._up, self._events(now)), current)
+            limit = max(_policy_limit(current, self._up, self._events(now), 1), current)
             return min(stabilized, hpa.max_replicas, limit)
         if stabilized < current:
-            limit = min(_scale_down_limit(current, self._down, self._events(now)), current)
+            limit = min(_policy_limit(current, self._down, self._events(now), -1), current)
             return max(stabilized, hpa.min_replicas, limit)
         return stabilized
 
@@ -468,32 +468,24 @@ class _Events:
         return current - added + removed
 
 
-def _scale_up_limit(current: int, rules: ScalingRules, events: _Events) -> int:
-    """``calculateScaleUpLimitWithScalingRules``: the most pods the policies allow now."""
+def _policy_limit(current: int, rules: ScalingRules, events: _Events, direction: int) -> int:
+    """The furthest count the policies allow now, up (`direction` 1,
+    ``calculateScaleUpLimitWithScalingRules``: Percent rounds up) or down (-1,
+    ``calculateScaleDownLimitWithBehaviors``: Percent rounds down). ``selectPolicy`` Max takes
+    the largest change, Min the smallest."""
     if rules.select_policy is SelectPolicy.DISABLED or not rules.policies:
         return current
     proposed = []
     for policy in rules.policies:
         start = events.period_start_replicas(current, policy.period_seconds)
         if policy.type is PolicyType.PODS:
-            proposed.append(start + policy.value)
+            proposed.append(start + direction * policy.value)
         else:
-            proposed.append(math.ceil(start * (1 + policy.value / 100)))
-    return min(proposed) if rules.select_policy is SelectPolicy.MIN else max(proposed)
-
-
-def _scale_down_limit(current: int, rules: ScalingRules, events: _Events) -> int:
-    """``calculateScaleDownLimitWithBehaviors``: the fewest pods the policies allow now."""
-    if rules.select_policy is SelectPolicy.DISABLED or not rules.policies:
-        return current
-    proposed = []
-    for policy in rules.policies:
-        start = events.period_start_replicas(current, policy.period_seconds)
-        if policy.type is PolicyType.PODS:
-            proposed.append(start - policy.value)
-        else:
-            proposed.append(math.floor(start * (1 - policy.value / 100)))
-    return max(proposed) if rules.select_policy is SelectPolicy.MIN else min(proposed)
+            scaled = start * (1 + direction * policy.value / 100)
+            proposed.append(math.ceil(scaled) if direction > 0 else math.floor(scaled))
+    largest_change = max(proposed) if direction > 0 else min(proposed)
+    smallest_change = min(proposed) if direction > 0 else max(proposed)
+    return smallest_change if rules.select_policy is SelectPolicy.MIN else largest_change
 
 
 def _tolerance(metric: float | None, direction: float | None, hpa: float) -> float:

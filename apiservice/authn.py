@@ -32,11 +32,9 @@ import dataclasses
 import datetime
 import hashlib
 import logging
-import math
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Final
 
 import cachetools
 from aiohttp import web
@@ -48,7 +46,15 @@ from multidict import CIMultiDictProxy
 from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import User
 from apiservice.instrumentation import Instrumentation
-from apiservice.kube import KubeAPI, TroubleLog, was_refused
+from apiservice.kube import (
+    ERROR_TTL,
+    FAILED as _FAILED,
+    REFUSED as _REFUSED,
+    KubeAPI,
+    TroubleLog,
+    unreviewed,
+    was_refused,
+)
 from apiservice.settings import AuthenticationSettings
 from apiservice.trust import RequestHeaderTrust, Trust, TrustSource
 
@@ -59,16 +65,9 @@ Clock = Callable[[], datetime.datetime]
 TOKEN_CACHE_SIZE = 4096
 """Tokens remembered per kind of answer (accepted, rejected, failed, known)."""
 
-ERROR_TTL = 2.0
-"""Seconds a failed TokenReview is remembered per token: a token repeated while the API
-fails costs one review per 2 s, not one per request, and recovers 2 s after the API does."""
-
 KNOWN_TTL = 600.0
 """Seconds a token that authenticated keeps its place in the renewal lane: longer than any
 client's polling interval (the HPA's is 15 s), short against a token's lifetime."""
-
-RETRY_AFTER = "1"
-"""Retry-After of a refused review, as kube-apiserver's max-in-flight filter sends."""
 
 
 def _utcnow() -> datetime.datetime:
@@ -203,7 +202,11 @@ class Authenticator:
         else:
             outcome = self._failed.get(key) or await asyncio.shield(self._review_once(key, token))
         if isinstance(outcome, str):
-            raise _unreviewed(outcome)
+            raise unreviewed(
+                outcome,
+                "bearer tokens are not reviewed faster than the Kubernetes API answers",
+                "the bearer token could not be reviewed",
+            )
         if outcome is None:
             problems.append("the bearer token was not accepted")
         return outcome
@@ -248,26 +251,8 @@ class _Accepted:
     """`time.monotonic()` of the review."""
 
 
-_REFUSED: Final = "refused"
-_FAILED: Final = "failed"
 _Outcome = User | None | str
 """What a review gives: the user, None (rejected), or why there is no answer."""
-
-
-def _unreviewed(outcome: str) -> StatusError:
-    if outcome == _REFUSED:
-        return StatusError(
-            429,
-            "Too many requests, please try again later: bearer tokens are not reviewed "
-            "faster than the Kubernetes API answers",
-            headers={"Retry-After": RETRY_AFTER},
-        )
-    return StatusError(
-        503,
-        "the bearer token could not be reviewed: the Kubernetes API did not answer; "
-        "try again later",
-        headers={"Retry-After": str(math.ceil(ERROR_TTL))},
-    )
 
 
 def _judge(der: bytes, trust: Trust) -> CertificateVerdict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 
 import cachetools
@@ -32,7 +31,16 @@ import adapter
 from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import Attributes, User
 from apiservice.instrumentation import Instrumentation
-from apiservice.kube import AccessDecision, KubeAPI, TroubleLog, was_refused
+from apiservice.kube import (
+    ERROR_TTL,
+    FAILED as _FAILED,
+    REFUSED as _REFUSED,
+    AccessDecision,
+    KubeAPI,
+    TroubleLog,
+    unreviewed,
+    was_refused,
+)
 from apiservice.settings import AuthorizationSettings
 
 logger = logging.getLogger(__name__)
@@ -48,13 +56,6 @@ _Key = tuple[tuple[object, ...], Attributes]
 
 CACHE_SIZE = 10_000
 """Decisions remembered per kind (allowed, denied, failed)."""
-
-ERROR_TTL = 2.0
-"""Seconds a failed SubjectAccessReview is remembered per user and request: a repeated
-request while the API fails costs one review per 2 s, not one per request."""
-
-RETRY_AFTER = "1"
-"""Retry-After of a refused review, as kube-apiserver's max-in-flight filter sends."""
 
 
 def attributes_for(request: web.Request) -> Attributes:
@@ -124,7 +125,11 @@ class Authorizer:
             decision = await asyncio.shield(self._review_once(key, user, attributes))
         if isinstance(decision, str):
             self._metrics.authorizations.labels("error", source).inc()
-            raise _unreviewed(decision)
+            raise unreviewed(
+                decision,
+                "the authorization check is waiting for the Kubernetes API",
+                "the authorization check could not be made",
+            )
         self._metrics.authorizations.labels(
             "allowed" if decision.allowed else "denied", source
         ).inc()
@@ -171,26 +176,6 @@ class _Allowed:
     decision: AccessDecision
     reviewed_at: float
     """`time.monotonic()` of the review."""
-
-
-_REFUSED = "refused"
-_FAILED = "failed"
-
-
-def _unreviewed(outcome: str) -> StatusError:
-    if outcome == _REFUSED:
-        return StatusError(
-            429,
-            "Too many requests, please try again later: the authorization check is waiting "
-            "for the Kubernetes API",
-            headers={"Retry-After": RETRY_AFTER},
-        )
-    return StatusError(
-        503,
-        "the authorization check could not be made: the Kubernetes API did not answer; "
-        "try again later",
-        headers={"Retry-After": str(math.ceil(ERROR_TTL))},
-    )
 
 
 def _forbidden(user: User, attributes: Attributes, reason: str) -> StatusError:

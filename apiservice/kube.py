@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from apiservice.errors import KubeAPIError
+from apiservice.errors import KubeAPIError, StatusError
 from apiservice.identity import Attributes, User
 
 logger = logging.getLogger(__name__)
@@ -239,6 +239,37 @@ def _bare(error: BaseException) -> BaseException:
     the connection, which would stay open, out of the pool's reach, until a garbage
     collection (a flood of failing reviews would pile up connections to the API server)."""
     return error.with_traceback(None)
+
+
+ERROR_TTL = 2.0
+"""Seconds a failed review is remembered (per token, or per user and request): a repetition
+while the API fails costs one review per 2 s, not one per request, and recovers 2 s after the
+API does."""
+
+RETRY_AFTER = "1"
+"""Retry-After of a refused review, as kube-apiserver's max-in-flight filter sends."""
+
+REFUSED = "refused"
+"""A review's outcome when its lane's queue was full: it was never sent."""
+
+FAILED = "failed"
+"""A review's outcome when the API failed or missed the deadline."""
+
+
+def unreviewed(outcome: str, waiting: str, failed: str) -> StatusError:
+    """The answer to a request whose review has no verdict: 429 with `waiting` when it was
+    `REFUSED`, else 503 with `failed`; both say when to retry."""
+    if outcome == REFUSED:
+        return StatusError(
+            429,
+            f"Too many requests, please try again later: {waiting}",
+            headers={"Retry-After": RETRY_AFTER},
+        )
+    return StatusError(
+        503,
+        f"{failed}: the Kubernetes API did not answer; try again later",
+        headers={"Retry-After": str(math.ceil(ERROR_TTL))},
+    )
 
 
 def was_refused(error: KubeAPIError) -> bool:

@@ -578,10 +578,9 @@ def add_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = No
     """Every setting's flag (or those named in `only`), in argument groups."""
     for field in dataclasses.fields(Settings):
         group = parser.add_argument_group(_TITLES[field.name])
-        declared = [flag for _, flag in flags_of(field.default.__class__)]
-        for flag in declared:
+        for setting, flag in flags_of(type(field.default)):
             if only is None or flag.name in only:
-                _add(group, flag, _default_of(field.name, flag))
+                _add(group, flag, setting.default)
         if field.name == "provider":
             prometheus = parser.add_argument_group("prometheus")
             for _, flag, default in _prometheus_flags():
@@ -614,13 +613,6 @@ def from_args(
         provider, prometheus=dataclasses.replace(provider.prometheus, **prometheus)
     )
     return Settings(**updated)
-
-
-def _default_of(group: str, flag: Flag) -> Any:
-    for field, declared in flags_of(type(getattr(Settings(), group))):
-        if declared is flag:
-            return field.default
-    raise LookupError(flag.name)
 
 
 def _add(group: argparse._ArgumentGroup, flag: Flag, default: Any) -> None:

@@ -91,20 +91,7 @@ async def run(
     warm: int,
     concurrency: int,
 ) -> None:
-    targets = []
-    for w in workloads:
-        q = w.queries
-        targets.append(
-            f"""
-- name: {w.workload}
-  namespace: bench
-  traffic: {{name: requests, query: '{q["rate"]}'}}
-  resource: {{query: '{q["cpu"]}', targetAverageValue: 0.1}}
-  replicas: {{query: '{q["replicas"]}'}}
-  step: 5m
-  maxReplicas: 50"""
-        )
-    config = adapter.load_config("forecasts:" + "".join(targets), "bench")
+    config = adapter.load_config(forecasts_config(workloads, "bench"), "bench")
     clock = [float(now)]
     store = adapter.PredictionStore(lambda: clock[0])
     source = adapter.PrometheusSource(adapter.PrometheusSettings(url=url, timeout=30))
@@ -125,6 +112,24 @@ async def run(
     finally:
         refresher.close()
         source.close()
+
+
+def forecasts_config(workloads: list[SeedWorkload], namespace: str) -> str:
+    """A ``forecasts`` config with one resource-policy target per workload (three queries)."""
+    targets = []
+    for w in workloads:
+        q = w.queries
+        targets.append(
+            f"""
+- name: {w.workload}
+  namespace: {namespace}
+  traffic: {{name: requests, query: '{q["rate"]}'}}
+  resource: {{query: '{q["cpu"]}', targetAverageValue: 0.1}}
+  replicas: {{query: '{q["replicas"]}'}}
+  step: 5m
+  maxReplicas: 50"""
+        )
+    return "forecasts:" + "".join(targets) + "\n"
 
 
 def rss() -> float:

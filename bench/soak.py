@@ -39,6 +39,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.refresh import forecasts_config
 from bench.serve import HPA, adapter_process, make_pki, rss_mib, stand_in_kube_api
 from tests.prometheus_harness import (
     PrometheusServer,
@@ -124,20 +125,7 @@ def main() -> None:
 
 
 def write_config(path: Path, workloads: list[SeedWorkload], revision: int) -> None:
-    targets = []
-    for w in workloads:
-        q = w.queries
-        targets.append(
-            f"""
-- name: {w.workload}
-  namespace: {NAMESPACE}
-  traffic: {{name: requests, query: '{q["rate"]}'}}
-  resource: {{query: '{q["cpu"]}', targetAverageValue: 0.1}}
-  replicas: {{query: '{q["replicas"]}'}}
-  step: 5m
-  maxReplicas: 50"""
-        )
-    text = f"# revision {revision}\nforecasts:" + "".join(targets) + "\n"
+    text = f"# revision {revision}\n" + forecasts_config(workloads, NAMESPACE)
     partial = path.with_suffix(".part")
     partial.write_text(text)
     partial.replace(path)

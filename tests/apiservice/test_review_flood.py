@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from apiservice import authn, settings as flags
+from apiservice import kube, settings as flags
 from apiservice.errors import ConfigError
 from apiservice.server import Server
 from apiservice.settings import REVIEW_TIMEOUT, AuthorizationSettings
@@ -228,7 +228,7 @@ def test_a_failing_review_is_remembered_briefly_not_asked_again_per_request(
             assert_unavailable(stranger.get(METRIC, {"Authorization": "Bearer no-such-token"}))
             assert_unavailable(proxy.get(METRIC, HPA_HEADERS))
         assert fake_kube.unavailable_answers == 2  # one TokenReview, one SubjectAccessReview
-        time.sleep(authn.ERROR_TTL + 0.1)
+        time.sleep(kube.ERROR_TTL + 0.1)
         assert_unavailable(stranger.get(METRIC, {"Authorization": "Bearer no-such-token"}))
         assert fake_kube.unavailable_answers == 3  # asked again once the error has expired
 
