@@ -31,6 +31,7 @@ forecasts:
   minReplicas: 1
   maxReplicas: 10
   quantile: 0.9                    # the forecast quantile capacity is planned for
+  # objective: {maxTimeAboveCapacity: 1%}   # capacity policy only: tune the sizing instead
   resultConfigMap: false           # also write Kapacity's <name>-result ConfigMap
 ```
 
@@ -45,6 +46,7 @@ from typing import Any
 
 from adapter import rules as rules_module
 from adapter.errors import InvalidConfiguration
+from adapter.objective import Objective
 from adapter.validation import (
     MAX_DOCUMENT_BYTES,
     collection_paused,
@@ -64,6 +66,7 @@ _TARGET_KEYS = frozenset(
     {
         "name", "namespace", "workload", "traffic", "resource", "replicas", "capacity", "step",
         "history", "leadTime", "minReplicas", "maxReplicas", "quantile", "resultConfigMap",
+        "objective",
     }
 )  # fmt: skip
 MAX_HORIZON_STEPS = 48
@@ -117,6 +120,8 @@ class ForecastTarget:
     max_replicas: int
     quantile: float
     result_configmap: bool
+    objective: Objective | None = None
+    """Tune the sizing for this objective (capacity policy); None: the manual quantile."""
 
     @property
     def labels(self) -> dict[str, str]:
@@ -134,6 +139,12 @@ class ForecastTarget:
     @property
     def lead_steps(self) -> int:
         return max(1, -(-self.lead_time // self.step))
+
+    @property
+    def window_steps(self) -> int:
+        """The lead window a calibrated bound covers: now up to the step pods ordered now are
+        ready for (`adapter.objective`)."""
+        return -(-self.lead_time // self.step) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +306,9 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
             read.problem("replicas.query", "must be a PromQL query")
         read.unknown(("query",), replicas, "replicas.")
     capacity = _capacity(read.mapping("capacity"), read)
+    objective = _objective(read.mapping("objective"), read)
+    if objective is not None and capacity is None and not read.failed:
+        read.problem("objective", "needs a capacity policy (capacity.perPod) to replay against")
     if resource is None and capacity is None and not read.failed:
         read.problem("resource", "either resource (with replicas) or capacity is required")
     if resource is not None and capacity is not None:
@@ -338,6 +352,7 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
         max_replicas=int(high),
         quantile=quantile,
         result_configmap=bool(result),
+        objective=objective,
     )
 
 
@@ -425,6 +440,31 @@ def _capacity(raw: Mapping[str, Any] | None, read: _Reader) -> CapacityPolicy | 
     per_pod = sub.number("perPod", None, 1e-12, 1e15)
     read.failed |= sub.failed
     return CapacityPolicy(per_pod) if per_pod else None
+
+
+def _objective(raw: Mapping[str, Any] | None, read: _Reader) -> Objective | None:
+    if raw is None:
+        return None
+    sub = _Reader(raw, f"{read.where}.objective", read.problems)
+    sub.unknown(frozenset({"maxTimeAboveCapacity"}))
+    value = raw.get("maxTimeAboveCapacity")
+    share: float | None = None
+    if value is None:
+        sub.problem("maxTimeAboveCapacity", "is required (a percentage such as 1%)")
+    elif isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            sub.problem("maxTimeAboveCapacity", f"{quote(shorten(value))} is not a percentage")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value) / 100
+    else:
+        sub.problem("maxTimeAboveCapacity", "must be a percentage such as 1% (or the number 1)")
+    if share is not None and not 0 <= share <= 0.5:
+        sub.problem("maxTimeAboveCapacity", f"{share * 100:g}% is outside [0%, 50%]")
+        share = None
+    read.failed |= sub.failed
+    return None if share is None else Objective(share)
 
 
 def _human(seconds: float) -> str:

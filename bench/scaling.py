@@ -42,11 +42,11 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from adapter import backfill, objective
 from adapter.simulator import (
     ExternalMetric,
     Scores,
@@ -56,7 +56,7 @@ from adapter.simulator import (
     simulate,
 )
 from forecaster import backtest
-from forecaster.predictor import Forecast, History, load_forecaster
+from forecaster.predictor import load_forecaster
 from forecaster.series import Series, read_folder
 
 STEP = backtest.STEP
@@ -262,16 +262,8 @@ def last_value_family(replay: Replay, startup: int) -> Iterable[Candidate]:
             yield Candidate("last value + quantiles", knobs, utilisation, counts)
 
 
-class BatchForecaster(Protocol):
-    """What the forecaster family needs of `forecaster.Forecaster`: its batched entry."""
-
-    def forecast_batch(
-        self, histories: Sequence[History], horizon: int, quantiles: Sequence[float] = ...
-    ) -> list[Forecast]: ...
-
-
-FORECAST_CHUNK = 128
-"""Origins per `forecast_batch` call: bounds the memory of one call's histories."""
+BatchForecaster = backfill.BatchForecaster
+FORECAST_CHUNK = backfill.CHUNK
 
 
 class ForecasterFamily:
@@ -315,26 +307,140 @@ class ForecasterFamily:
                 yield Candidate(self.name, knobs, utilisation, counts)
 
     def forecasts(self, replay: Replay) -> np.ndarray:
-        """(quantile, replayed step, lead step) forecasts of one series (the last one cached)."""
+        """(quantile, replayed step, lead step) forecasts of one series."""
+        return self.all_forecasts(replay)[:, replay.first - first_origin(replay) :]
+
+    def all_forecasts(self, replay: Replay) -> np.ndarray:
+        """(quantile, step, lead step) forecasts at every step from `first_origin` on (the
+        lead-in the calibrated and tuned families need); the last series' are cached."""
         if self._cache is not None and self._cache[0] == replay.name:
             return self._cache[1]
         if self._model is None:
             self._model = self._load()
-        horizon = self._longest + 1
-        steps = np.arange(replay.first, len(replay.load))
-        out = np.empty((len(QUANTILES), len(steps), horizon))
-        for begin in range(0, len(steps), self._chunk):
-            chunk = steps[begin : begin + self._chunk]
-            histories: list[History] = []
-            for step in chunk:
-                low = max(0, int(step) - HISTORY)
-                histories.append((replay.times(low, int(step)), replay.load[low:step]))
-            results = self._model.forecast_batch(histories, horizon, QUANTILES)
-            if len(results) != len(histories):
-                raise ValueError(f"{len(results)} forecasts for {len(histories)} histories")
-            out[:, begin : begin + len(chunk)] = np.stack([r.values for r in results], axis=1)
+        steps = np.arange(first_origin(replay), len(replay.load))
+        times = replay.times(0, len(replay.load))
+        out = backfill.forecast_origins(
+            self._model,
+            times,
+            replay.load,
+            steps,
+            HISTORY,
+            self._longest + 1,
+            QUANTILES,
+            self._chunk,
+        )
         self._cache = (replay.name, out)
         return out
+
+
+LEAD_IN = (
+    objective.CALIBRATION_STEPS
+    + objective.TUNING_STEPS
+    + objective.WARMUP_STEPS
+    + max(STARTUPS)
+    + 2
+)
+"""Steps forecast before the first replayed one: the first tuning needs calibrated bounds over
+its whole history, and those need the errors of the calibration steps before it."""
+
+
+def first_origin(replay: Replay) -> int:
+    """The first step forecast for a series (at least two steps of history before it: the
+    model needs them to know the step)."""
+    return max(2, replay.first - LEAD_IN)
+
+
+def _bounds(
+    replay: Replay, startup: int, forecasts: np.ndarray
+) -> tuple[np.ndarray, objective.Bounds]:
+    """Steps from `first_origin` on, and the calibrated bounds of the lead window there."""
+    origin = first_origin(replay)
+    steps = np.arange(origin, len(replay.load))
+    median = forecasts[QUANTILES.index(0.5), :, : startup + 1].max(axis=1)
+    peaks = np.full(len(replay.load), np.nan)
+    peaks[origin:] = median
+    return steps, objective.lead_window_bounds(replay.load, peaks, steps, startup + 1, QUANTILES)
+
+
+def calibrated_family(replay: Replay, startup: int) -> Iterable[Candidate]:
+    """The project's calibrated lead-window bound (`adapter.objective.lead_window_bounds`),
+    the model's own quantile where too few errors are known, with the reactive metric at
+    u_r = u_f: the knobs of `last_value_family`."""
+    forecasts = forecaster_family.all_forecasts(replay)
+    steps, bounds = _bounds(replay, startup, forecasts)
+    replayed = slice(replay.first - steps[0], None)
+    model_peaks = forecasts[:, :, : startup + 1].max(axis=2)
+    last = replay.load[steps - 1]
+    for quantile in QUANTILES:
+        fallback = model_peaks[QUANTILES.index(quantile)]
+        for utilisation in FORECAST_UTILISATIONS:
+            setting = objective.Setting(quantile, utilisation, None)
+            served = objective.counts(
+                setting, bounds, last, replay.capacity, MIN_REPLICAS, MAX_REPLICAS, fallback
+            )
+            knobs = f"q={quantile:g} u_f=u_r={utilisation:g}"
+            yield Candidate("calibrated", knobs, utilisation, served[replayed])
+
+
+OBJECTIVES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
+"""The objectives (share of time above capacity) the tuned family is swept over."""
+FALLBACK_SETTING = objective.Setting(0.9, 1.0, 1.0)
+"""A tuned target's setting while it has too little history (the manual quantile 0.9 at full
+use, with the reactive part at full use in place of an HPA's own reactive metric)."""
+RETUNE_STEPS = objective.RETUNE_SECONDS // STEP
+
+
+def tuned_family(replay: Replay, startup: int) -> Iterable[Candidate]:
+    """The objective-tuned policy, as a target with ``objective`` runs it: at the first replayed
+    step and every `RETUNE_STEPS` after, `adapter.objective.evaluate` replays every setting
+    over the `TUNING_STEPS` before (its own calibrated bounds; load up to the step before) and
+    `choose` keeps the cheapest that met the objective; that setting's counts (reactive part
+    folded in) are served until the next tuning. Swept over `OBJECTIVES`."""
+    forecasts = forecaster_family.all_forecasts(replay)
+    steps, bounds = _bounds(replay, startup, forecasts)
+    origin = int(steps[0])
+    model_peaks = forecasts[:, :, : startup + 1].max(axis=2)
+    last = replay.load[steps - 1]
+    autoscaler = objective.tuning_autoscaler(STEP, MIN_REPLICAS, MAX_REPLICAS)
+    served = {
+        setting: objective.counts(
+            setting,
+            bounds,
+            last,
+            replay.capacity,
+            MIN_REPLICAS,
+            MAX_REPLICAS,
+            model_peaks[QUANTILES.index(setting.quantile)],
+        )
+        for setting in (*objective.SETTINGS, FALLBACK_SETTING)
+    }
+    tunings = range(replay.first, len(replay.load), RETUNE_STEPS)
+    evaluations = []
+    for at in tunings:
+        # The history before `at`: its steps are replayed, the one before them is their
+        # "last"; a step's bound only uses errors known before that step.
+        begin = max(origin, at - objective.TUNING_STEPS - objective.WARMUP_STEPS)
+        window = slice(begin - origin, at - origin)
+        evaluations.append(
+            objective.evaluate(
+                replay.load[begin - 1 : at],
+                dataclasses.replace(bounds, values=bounds.values[:, window]),
+                replay.capacity,
+                autoscaler,
+                STEP,
+                startup * STEP,
+                tolerance=0.0,
+            )
+        )
+    for share in OBJECTIVES:
+        target = objective.Objective(share)
+        counts = np.empty(len(replay.load) - replay.first)
+        for at, evaluation in zip(tunings, evaluations, strict=True):
+            choice = objective.choose(evaluation, target)
+            setting = choice.setting or FALLBACK_SETTING
+            part = slice(at - replay.first, at - replay.first + RETUNE_STEPS)
+            counts[part] = served[setting][at - origin : at - origin + RETUNE_STEPS]
+        yield Candidate("objective-tuned", f"objective={100 * share:g}%", None, counts)
 
 
 def oracle_family(replay: Replay, startup: int) -> Iterable[Candidate]:
@@ -351,12 +457,16 @@ FAMILIES: tuple[Family, ...] = (
     reactive_family,
     last_value_family,
     forecaster_family,
+    calibrated_family,
+    tuned_family,
     oracle_family,
 )
 FAMILY_NAMES: dict[str, Family] = {
     "reactive": reactive_family,
     "last-value": last_value_family,
     "forecaster": forecaster_family,
+    "calibrated": calibrated_family,
+    "tuned": tuned_family,
     "oracle": oracle_family,
 }
 """`--families` choices; the reactive HPA always runs (it is every cost's baseline)."""

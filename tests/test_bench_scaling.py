@@ -6,12 +6,14 @@ last. A pod-hour is one pod for 12 steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
+from adapter import objective
 from bench import scaling
 from bench.scaling import Candidate, Replay
 from forecaster.predictor import Forecast, History
@@ -188,15 +190,18 @@ def test_the_forecaster_family_forecasts_each_step_from_the_steps_before_it_only
     family = scaling.ForecasterFamily(lambda: fake, chunk=100)
     one = by_knobs(replay, family, 1)
     two = by_knobs(replay, family, 2)
-    steps = np.arange(replay.first, STEPS)
-    # One forecast per replayed step, in calls of at most 100, shared by S = 1 and S = 2.
-    assert sum(fake.calls) == len(steps) == 876
+    # One forecast per step from the lead-in on (here: the series is shorter than the lead-in,
+    # so from its third step), in calls of at most 100, shared by S = 1 and S = 2.
+    assert scaling.first_origin(replay) == 2
+    forecast = np.arange(2, STEPS)
+    assert sum(fake.calls) == len(forecast) == STEPS - 2
     assert max(fake.calls) == 100
     # The history of step t ends at t - 1 (its time and its value) and reaches back 14 days at
     # most (here: all of it, less than 14 days).
-    assert fake.last_values == load[steps - 1].tolist()
-    assert fake.last_times == replay.times(0, STEPS)[steps - 1].tolist()
-    assert fake.lengths == steps.tolist()
+    assert fake.last_values == load[forecast - 1].tolist()
+    assert fake.last_times == replay.times(0, STEPS)[forecast - 1].tolist()
+    assert fake.lengths == forecast.tolist()
+    steps = np.arange(replay.first, STEPS)
     # Count: the max over the lead window t .. t + S of the forecast (row q=0.9 is row 3:
     # last + 3 + lead step), sized at u_f.
     expected_one = np.ceil((load[steps - 1] + 3 + 1) / (replay.capacity * 0.85))
@@ -217,6 +222,82 @@ def test_the_forecaster_family_reads_at_most_14_days() -> None:
     list(scaling.ForecasterFamily(lambda: fake)(replay, 1))
     # 20 days: the first replayed step has more than 14 days before it.
     assert replay.first > scaling.HISTORY
-    assert set(fake.lengths) == {scaling.HISTORY}
+    assert max(fake.lengths) == scaling.HISTORY
     assert scaling.HISTORY == 14 * 288
-    assert fake.last_values[0] == replay.load[replay.first - 1]
+    # The first forecast is made the lead-in before the first replayed step.
+    assert scaling.first_origin(replay) == replay.first - scaling.LEAD_IN
+    assert fake.last_values[0] == replay.load[replay.first - scaling.LEAD_IN - 1]
+    assert fake.lengths[-1] == scaling.HISTORY
+
+
+def _future_changed(replay: Replay, at: int) -> Replay:
+    """The same series with every step from `at` on changed (capacity kept)."""
+    load = replay.load.copy()
+    load[at:] = load[at:] * 10 + 40  # far above any capacity the counts can buy
+    return dataclasses.replace(replay, name=f"{replay.name}-changed-{at}", load=load)
+
+
+@pytest.mark.parametrize("family", [scaling.calibrated_family, scaling.tuned_family])
+def test_the_calibrated_and_tuned_families_never_read_ahead(
+    family: scaling.Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    length = 12 * 288  # long enough for the whole lead-in: tuning happens from the start
+    rng = np.random.default_rng(7)
+    t = np.arange(length)
+    load = 200 + 100 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 10, length)
+    replay = replay_of(load)
+    assert scaling.first_origin(replay) > 2
+    monkeypatch.setattr(scaling, "forecaster_family", scaling.ForecasterFamily(RecordingForecaster))
+    cut = replay.first + scaling.RETUNE_STEPS  # a retuning: it must not read step `cut`
+    before = {c.knobs: c.counts for c in family(replay, 1)}
+    after = {c.knobs: c.counts for c in family(_future_changed(replay, cut), 1)}
+    assert before.keys() == after.keys()
+    changed_later = False
+    for knobs, counts in before.items():
+        other = after[knobs]
+        assert counts is not None
+        assert other is not None
+        # Counts up to the cut (replayed step `cut` is index cut - first) read nothing from it.
+        assert np.array_equal(counts[: cut - replay.first + 1], other[: cut - replay.first + 1])
+        changed_later |= not np.array_equal(counts, other)
+    assert changed_later
+
+
+def test_the_tuned_family_meets_a_reachable_objective_on_a_regular_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    length = 12 * 288
+    rng = np.random.default_rng(8)
+    t = np.arange(length)
+    replay = replay_of(200 + 100 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 10, length))
+    monkeypatch.setattr(scaling, "forecaster_family", scaling.ForecasterFamily(RecordingForecaster))
+    candidates = {c.knobs: c for c in scaling.tuned_family(replay, 1)}
+    assert set(candidates) == {f"objective={100 * o:g}%" for o in scaling.OBJECTIVES}
+    loose = scaling.replay_candidate(replay, candidates["objective=5%"], 1)
+    strict = scaling.replay_candidate(replay, candidates["objective=0.5%"], 1)
+    assert strict.time_above_capacity <= 0.02
+    assert strict.pod_hours >= loose.pod_hours
+    assert candidates["objective=5%"].reactive_utilisation is None  # folded into the counts
+
+
+def test_each_tuning_replays_only_the_load_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    length = 12 * 288
+    rng = np.random.default_rng(9)
+    replay = replay_of(300 + rng.uniform(0, 100, length))  # every value unique: it names its step
+    monkeypatch.setattr(scaling, "forecaster_family", scaling.ForecasterFamily(RecordingForecaster))
+    seen: list[np.ndarray] = []
+    evaluate = objective.evaluate
+
+    def recording(load: np.ndarray, *args: object, **kwargs: object) -> object:
+        seen.append(np.asarray(load).copy())
+        return evaluate(load, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(objective, "evaluate", recording)
+    list(scaling.tuned_family(replay, 1))
+    tunings = list(range(replay.first, length, scaling.RETUNE_STEPS))
+    assert len(seen) == len(tunings) == 4
+    for at, load in zip(tunings, seen, strict=True):
+        steps = np.flatnonzero(np.isin(replay.load, load))
+        assert steps.size == load.size
+        assert steps.max() == at - 1  # up to the step before the tuning, and no further
+        assert load.size == objective.TUNING_STEPS + objective.WARMUP_STEPS + 1

@@ -147,6 +147,52 @@ forecasts:
     assert "forecasts[0].capacity: applies to exactly one traffic signal" in caught.value.problems
 
 
+CAPACITY_TARGET = """
+forecasts:
+- name: web
+  namespace: shop
+  traffic: {name: requests, query: 'sum(rate(http_requests_total[2m]))'}
+  %s
+  maxReplicas: 30
+  leadTime: 10m
+%s
+"""
+
+
+@pytest.mark.parametrize(("given", "share"), [("1%", 0.01), ("0.5 %", 0.005), ("2", 0.02)])
+def test_an_objective_is_a_share_of_the_time(given: str, share: float) -> None:
+    text = CAPACITY_TARGET % (
+        "capacity: {perPod: 50}",
+        f"  objective: {{maxTimeAboveCapacity: {given}}}",
+    )
+    (target,) = load_config(text, "x").targets
+    assert target.objective is not None
+    assert target.objective.max_time_above_capacity == pytest.approx(share)
+    assert target.window_steps == 3  # now, +5 min, +10 min: when pods ordered now are ready
+
+
+def test_objective_problems_are_named_together() -> None:
+    text = CAPACITY_TARGET % (
+        "resource: {query: u, targetAverageValue: 1}\n  replicas: {query: r}",
+        "  objective: {maxTimeAboveCapacity: 80%, extra: 1}",
+    )
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(text, "x")
+    problems = caught.value.problems
+    assert "forecasts[0].objective.extra: unknown field" in problems
+    assert "forecasts[0].objective.maxTimeAboveCapacity: 80% is outside [0%, 50%]" in problems
+    bare = CAPACITY_TARGET % (
+        "resource: {query: u, targetAverageValue: 1}\n  replicas: {query: r}",
+        "  objective: {maxTimeAboveCapacity: 1%}",
+    )
+    with pytest.raises(InvalidConfiguration) as caught:
+        load_config(bare, "x")
+    assert (
+        "forecasts[0].objective: needs a capacity policy (capacity.perPod) to replay against"
+        in caught.value.problems
+    )
+
+
 def alias_bomb(field: str = "  workload: {kind: *h}") -> str:
     """The web target with `field` set to an alias that stands for 9^8 strings; the anchors
     are defined beforehand under ``resourceRules`` (a key the config accepts, unread)."""
