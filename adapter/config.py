@@ -317,11 +317,10 @@ def _target(raw: Any, where: str, problems: list[str]) -> ForecastTarget | None:
         read.problem("replicas", "a resource policy needs the ready-replicas query")
     if capacity is not None and len(traffic) != 1:
         read.problem("capacity", "applies to exactly one traffic signal")
-    if step is not None and lead is not None and lead > MAX_HORIZON_STEPS * step:
-        read.problem(
-            "leadTime",
-            f"must be at most {MAX_HORIZON_STEPS} steps ({_human(MAX_HORIZON_STEPS * step)})",
-        )
+    # The lead window (now .. now + lead time) must fit in the forecaster's horizon.
+    if step is not None and lead is not None and lead > (MAX_HORIZON_STEPS - 1) * step:
+        longest = MAX_HORIZON_STEPS - 1
+        read.problem("leadTime", f"must be at most {longest} steps ({_human(longest * step)})")
     if low is not None and high is not None and high < low:
         read.problem("maxReplicas", f"{high:g} is below minReplicas {low:g}")
     if (

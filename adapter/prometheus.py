@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import logging
 import reprlib
+import urllib.parse
 from pathlib import Path
 from typing import Protocol
 
@@ -81,10 +82,18 @@ class PrometheusSettings:
     retries: int = 3
     """Attempts after the first on connection errors and 429/502/503/504, backing off."""
 
+    @property
+    def shown_url(self) -> str:
+        """The URL without the user and password it may hold: what messages and logs show."""
+        parts = urllib.parse.urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
     def problems(self) -> list[str]:
         found = []
         if not self.url.startswith(("http://", "https://")):
-            found.append(f"--prometheus-url: {self.url!r} must be an http(s) URL")
+            found.append(f"--prometheus-url: {self.shown_url!r} must be an http(s) URL")
         for flag, path in (
             ("--prometheus-ca-file", self.ca_file),
             ("--prometheus-client-tls-cert-file", self.client_cert_file),
@@ -177,7 +186,7 @@ class PrometheusSource:
             )
         except requests.RequestException as exc:
             raise SourceUnavailable(
-                f"Prometheus at {self.settings.url} is unreachable: {type(exc).__name__}"
+                f"Prometheus at {self.settings.shown_url} is unreachable: {type(exc).__name__}"
             ) from exc
         if response.status_code != 200:
             raise _status_error(response.status_code, response.text, selector)
@@ -217,7 +226,7 @@ class PrometheusSource:
             ) from exc
         except requests.RequestException as exc:
             raise SourceUnavailable(
-                f"Prometheus at {self.settings.url} is unreachable: {type(exc).__name__}"
+                f"Prometheus at {self.settings.shown_url} is unreachable: {type(exc).__name__}"
             ) from exc
         except (KeyError, TypeError) as exc:  # the client reads ["data"]["result"] unchecked
             raise MalformedAnswer(f"Prometheus answered {query!r} without data.result") from exc

@@ -290,10 +290,21 @@ class ForecasterFamily:
         self._chunk = chunk
         self._longest = longest
         self._cache: tuple[str, np.ndarray] | None = None
+        self._held_out: Path | None = None
+        self._models: dict[str, BatchForecaster] = {}
+
+    def use(self, load: Callable[[], BatchForecaster]) -> None:
+        """Forecast with the model `load` returns from now on."""
+        self._load, self._model, self._cache = load, None, None
+
+    def leave_one_out(self, folder: Path) -> None:
+        """Forecast each series with ``folder/<its source>``: a model trained without the
+        series' source (the top folder of its name)."""
+        self._held_out, self._models, self._cache = folder, {}, None
 
     def __getstate__(self) -> dict[str, object]:
         """Sent to a worker process without its model or cache (each worker loads its own)."""
-        return {**self.__dict__, "_model": None, "_cache": None}
+        return {**self.__dict__, "_model": None, "_cache": None, "_models": {}}
 
     def __call__(self, replay: Replay, startup: int) -> Iterable[Candidate]:
         if startup > self._longest:
@@ -315,12 +326,10 @@ class ForecasterFamily:
         lead-in the calibrated and tuned families need); the last series' are cached."""
         if self._cache is not None and self._cache[0] == replay.name:
             return self._cache[1]
-        if self._model is None:
-            self._model = self._load()
         steps = np.arange(first_origin(replay), len(replay.load))
         times = replay.times(0, len(replay.load))
         out = backfill.forecast_origins(
-            self._model,
+            self._model_for(replay),
             times,
             replay.load,
             steps,
@@ -331,6 +340,16 @@ class ForecasterFamily:
         )
         self._cache = (replay.name, out)
         return out
+
+    def _model_for(self, replay: Replay) -> BatchForecaster:
+        if self._held_out is not None:
+            source = replay.name.split("/")[0]
+            if source not in self._models:
+                self._models[source] = load_forecaster(self._held_out / source)
+            return self._models[source]
+        if self._model is None:
+            self._model = self._load()
+        return self._model
 
 
 LEAD_IN = (
@@ -589,6 +608,18 @@ def main() -> None:
         "--series", type=int, default=0, help="replay every k-th series only, N of them in all"
     )
     parser.add_argument(
+        "--model",
+        type=Path,
+        help="model folder for the forecaster-based families (default: the shipped one); a "
+        "leave-one-source-out run passes a model trained without the replayed source",
+    )
+    parser.add_argument(
+        "--leave-one-out",
+        type=Path,
+        help="folder of models, one per source (``<folder>/<source>``, trained without that "
+        "source): each series is forecast by the model that never saw its source",
+    )
+    parser.add_argument(
         "--families",
         default=",".join(FAMILY_NAMES),
         help=f"comma-separated, of {', '.join(FAMILY_NAMES)} (the reactive HPA always runs)",
@@ -600,6 +631,11 @@ def main() -> None:
         parser.error(f"unknown families: {', '.join(unknown)}")
     names = list(dict.fromkeys(names))
 
+    if args.leave_one_out is not None:
+        forecaster_family.leave_one_out(args.leave_one_out)
+    elif args.model is not None:
+        # Set before the worker processes start: they inherit it.
+        forecaster_family.use(partial(load_forecaster, args.model))
     started = time.perf_counter()
     traces = read_folder(args.data)
     replays = prepare(traces)

@@ -82,7 +82,10 @@ def test_three_mistakes_are_reported_together_with_their_places() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (("leadTime: 10m", "leadTime: 5h"), "forecasts[0].leadTime: must be at most 48 steps (4h)"),
+        (
+            ("leadTime: 10m", "leadTime: 4h"),
+            "forecasts[0].leadTime: must be at most 47 steps (235m)",
+        ),
         (
             ("minReplicas: 1", "minReplicas: 20"),
             "forecasts[0].maxReplicas: 10 is below minReplicas 20",

@@ -160,3 +160,17 @@ def test_settings_problems_are_named() -> None:
     assert any("go together" in p for p in problems)
     assert any("not both" in p for p in problems)
     assert any("--prometheus-timeout" in p for p in problems)
+
+
+def test_a_password_in_the_url_never_reaches_a_message() -> None:
+    settings = PrometheusSettings(url="http://reader:s3cret@127.0.0.1:9/", timeout=0.5, retries=0)
+    assert settings.shown_url == "http://127.0.0.1:9/"
+    with pytest.raises(SourceUnavailable) as caught:
+        PrometheusSource(settings).query_range("up", 0, 60, 60)
+    assert "s3cret" not in str(caught.value)
+    assert "127.0.0.1:9" in str(caught.value)
+    with pytest.raises(SourceUnavailable) as listed:
+        PrometheusSource(settings).series_names("{job='x'}")
+    assert "s3cret" not in str(listed.value)
+    bad = PrometheusSettings(url="ftp://reader:s3cret@host/")
+    assert all("s3cret" not in problem for problem in bad.problems())
