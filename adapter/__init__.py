@@ -14,6 +14,7 @@ from adapter.errors import (
     MetricNotFound,
     PredictionUnavailable,
 )
+from adapter.objective import Objective
 from adapter.predictions import REPLICAS, PredictionStore
 from adapter.prometheus import HistorySource, PrometheusSettings, PrometheusSource
 from adapter.refresher import Refresher, ResultWriter, TargetStatus
@@ -22,6 +23,16 @@ from adapter.selectors import EVERYTHING, Selector, parse_selector
 from adapter.static import StaticProvider
 from adapter.store import ValueTable
 from adapter.validation import MAX_DOCUMENT_BYTES, is_metric_name, parse_duration, read_document
+from adapter.whatif import (
+    CsvInput,
+    PrometheusInput,
+    ReplayOptions,
+    WhatIfError,
+    parse_objective,
+    parse_time,
+    run_replay,
+)
+from adapter.whatif_plot import plot_frontier, plot_replay
 
 __all__ = [
     "EVERYTHING",
@@ -29,6 +40,7 @@ __all__ = [
     "REPLICAS",
     "AdapterConfig",
     "AdapterError",
+    "CsvInput",
     "ExternalMetricsProvider",
     "HistorySource",
     "InvalidConfiguration",
@@ -36,11 +48,14 @@ __all__ = [
     "MetricInfo",
     "MetricNotFound",
     "MetricValue",
+    "Objective",
     "PredictionStore",
     "PredictionUnavailable",
+    "PrometheusInput",
     "PrometheusSettings",
     "PrometheusSource",
     "Refresher",
+    "ReplayOptions",
     "ReplaySource",
     "ResultWriter",
     "Selector",
@@ -48,9 +63,15 @@ __all__ = [
     "TargetPredictions",
     "TargetStatus",
     "ValueTable",
+    "WhatIfError",
     "is_metric_name",
     "load_config",
     "parse_duration",
+    "parse_objective",
     "parse_selector",
+    "parse_time",
+    "plot_frontier",
+    "plot_replay",
     "read_document",
+    "run_replay",
 ]

@@ -4,6 +4,12 @@
 
     replicas(t) = ceil(load(t) / per_pod)
 
+The served count of a capacity target is sized by `adapter.objective` (see
+`adapter.planning`): the load is the calibrated bound of its maximum over the lead window at
+the setting's quantile, divided by per_pod times the setting's utilisation, and at least the
+last value seen at the reactive utilisation when the setting has a reactive part.
+`capacity_replicas` is the same division over a window of the forecast itself.
+
 **Resource policy** (``resource``): the workload's total resource usage U (e.g. CPU cores) is
 modelled from history as a per-replica base plus a cost per unit of each traffic signal T_k:
 
@@ -24,9 +30,13 @@ history, or no traffic at all), there is no policy and the target serves an erro
 guess. If τ <= base (an idle pod already uses more than the target), the target is scaled to
 its maximum and the policy says why.
 
-In all cases: the desired count is the **maximum over the forecast window** [now, now + lead
-time], taken at the configured quantile of the load forecast, clamped to [min, max]. It is
-never 0 and never NaN.
+In all cases the desired count is sized for the **maximum over the forecast window**, clamped
+to [min, max], never 0 and never NaN. For a capacity policy that window is literally
+[now, now + lead time]: the step in progress up to the one pods ordered now are ready for,
+``ForecastTarget.window_steps`` forecast steps. A resource policy keeps its window of
+``ForecastTarget.lead_steps`` steps (the lead time from the step in progress on, its last
+step not included), at the configured quantile of the load forecast; it is not calibrated
+and not tuned.
 
 Pure numpy: no I/O, no clock.
 """

@@ -1,4 +1,4 @@
-"""Command line: ``predictive-metrics-adapter {serve,local,certs}``; the composition root.
+"""Command line: ``predictive-metrics-adapter {serve,local,certs,replay}``; the composition root.
 
 This is the only module that exits the process: 0 on a clean stop, 1 when the server cannot
 start (TLS material, Kubernetes API) or could not stop within ``--shutdown-timeout``, 2 for
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -96,7 +98,227 @@ def _parser() -> argparse.ArgumentParser:
     client.add_argument("--server-ca", type=Path, help="CA of the server (default: the CA)")
     client.add_argument("--tls-server-name")
     client.set_defaults(run=_guarded(commands.run_certs_client))
+
+    _add_replay(sub)
     return parser
+
+
+# --- replay: the what-if tool (`adapter.whatif`); here only its flags and the call ---------
+
+CSV_FLAGS = {
+    "csv": "--csv",
+    "days": "--days",
+    "step": "--step",
+    "per_pod": "--per-pod",
+    "lead_time": "--lead-time",
+    "history": "--history",
+    "min_replicas": "--min-replicas",
+    "max_replicas": "--max-replicas",
+    "quantile": "--quantile",
+    "objective": "--objective",
+}
+"""Destination -> flag of the options of a CSV replay (refused with --config)."""
+PROMETHEUS_DESTS = {
+    field: flag.removeprefix("--").replace("-", "_")
+    for field, (flag, _) in settings_module.PROMETHEUS_FLAGS.items()
+}
+CONFIG_FLAGS = {
+    "config": "--config",
+    "target": "--target",
+    "begin": "--from",
+    "end": "--to",
+    **{
+        dest: settings_module.PROMETHEUS_FLAGS[field][0] for field, dest in PROMETHEUS_DESTS.items()
+    },
+}
+"""Destination -> flag of the options of a configured target's replay (refused with --csv)."""
+
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="what-if: replay a load history under the reactive HPA, the predictive setup "
+        "and an oracle",
+        description="Replay a load history through a simulated HPA (autoscaling/v2 defaults) "
+        "under the reactive HPA, the predictive setup as the adapter serves it, and an oracle; "
+        "print what each cost and how often each was short of capacity. Input: --csv with the "
+        "target's flags, or --config with --target, --from, --to and Prometheus.",
+    )
+    csv_input = replay.add_argument_group("a CSV of ts,value rows (unix seconds, evenly spaced)")
+    csv_input.add_argument("--csv", type=Path, metavar="FILE")
+    csv_input.add_argument(
+        "--days", type=float, help="replay the last DAYS; what is before is history (default: 3)"
+    )
+    csv_input.add_argument(
+        "--step", type=_seconds, metavar="DURATION", help="grid the rows to this step"
+    )
+    csv_input.add_argument(
+        "--per-pod", type=float, metavar="LOAD", help="load one pod serves at full use (required)"
+    )
+    csv_input.add_argument(
+        "--lead-time",
+        type=_seconds,
+        metavar="DURATION",
+        help="the target's lead time (default: 10m)",
+    )
+    csv_input.add_argument(
+        "--history",
+        type=_seconds,
+        metavar="DURATION",
+        help="history a forecast reads (default: 14d)",
+    )
+    csv_input.add_argument("--min-replicas", type=int, metavar="N", help="default: 1")
+    csv_input.add_argument("--max-replicas", type=int, metavar="N", help="default: 200")
+    csv_input.add_argument(
+        "--quantile",
+        type=float,
+        help="the manual quantile (default: 0.9; with --objective, what serves until a tuning "
+        "has history enough)",
+    )
+    csv_input.add_argument(
+        "--objective",
+        type=_objective,
+        metavar="PERCENT",
+        help="tune the sizing for at most PERCENT (e.g. 1%%) of the time above capacity",
+    )
+    configured = replay.add_argument_group("a configured target's signal in Prometheus")
+    configured.add_argument("--config", type=Path, metavar="FILE")
+    configured.add_argument("--target", metavar="NAMESPACE/NAME")
+    configured.add_argument(
+        "--from", dest="begin", type=_time, metavar="TIME", help="RFC 3339 or unix seconds"
+    )
+    configured.add_argument("--to", dest="end", type=_time, metavar="TIME")
+    settings_module.add_flags(
+        replay, only={flag for flag, _ in settings_module.PROMETHEUS_FLAGS.values()}
+    )
+    replay.set_defaults(**dict.fromkeys(PROMETHEUS_DESTS.values()))  # None: not given
+    policies = replay.add_argument_group("policies and output")
+    policies.add_argument(
+        "--startup",
+        type=_seconds,
+        metavar="DURATION",
+        help="from ordering a pod to its being ready (default: the lead time)",
+    )
+    policies.add_argument(
+        "--reactive-utilization",
+        type=float,
+        default=0.7,
+        metavar="U",
+        help="the reactive HPA's (and the oracle's) target share of a pod (default: 0.7)",
+    )
+    policies.add_argument(
+        "--safety-net",
+        type=float,
+        metavar="U",
+        help="add the reactive metric at U as a second metric of the predictive HPA",
+    )
+    policies.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also replay every setting and the reactive HPA at 0.7..0.3: the frontier",
+    )
+    policies.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="load and ready capacity (1600x900 px)"
+    )
+    policies.add_argument(
+        "--sweep-plot", type=Path, metavar="FILE.png", help="the frontier (default: FILE-sweep.png)"
+    )
+    policies.add_argument("--model", type=Path, metavar="DIR", help="a model folder")
+    replay.set_defaults(run=functools.partial(_replay, replay))
+
+
+def _seconds(text: str) -> int:
+    try:
+        return round(adapter.parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time(text: str) -> int:
+    try:
+        return adapter.parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _objective(text: str) -> adapter.Objective:
+    try:
+        return adapter.parse_objective(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Parse what the flags say into an input and options, then replay; every problem of
+    the flags is one argparse error (exit 2), a problem of the data one line (exit 2)."""
+    given = {dest for dest in (*CSV_FLAGS, *CONFIG_FLAGS) if getattr(args, dest) is not None}
+    problems = []
+    source: adapter.CsvInput | adapter.PrometheusInput | None = None
+    if args.csv is not None and args.config is not None:
+        problems.append("give --csv or --config, not both")
+    elif args.csv is not None:
+        problems += [
+            f"{CONFIG_FLAGS[d]} applies to --config, not --csv"
+            for d in sorted(given & CONFIG_FLAGS.keys())
+        ]
+        if args.per_pod is None:
+            problems.append("--csv needs --per-pod (the load one pod serves at full use)")
+        fields = {d: getattr(args, d) for d in given & CSV_FLAGS.keys() if d != "csv"}
+        fields.setdefault("per_pod", 1.0)  # a stand-in, so that the other flags are checked
+        source = adapter.CsvInput(args.csv, **fields)
+    elif args.config is not None:
+        problems += [
+            f"{CSV_FLAGS[d]} applies to --csv, not --config"
+            for d in sorted(given & CSV_FLAGS.keys())
+        ]
+        prometheus = dataclasses.replace(
+            adapter.PrometheusSettings(),
+            **{
+                field: getattr(args, dest)
+                for field, dest in PROMETHEUS_DESTS.items()
+                if getattr(args, dest) is not None
+            },
+        )
+        missing = [CONFIG_FLAGS[d] for d in ("target", "begin", "end") if getattr(args, d) is None]
+        if missing:
+            problems.append(f"--config needs {', '.join(missing)}")
+            problems += prometheus.problems()
+        else:
+            source = adapter.PrometheusInput(
+                args.config, args.target, prometheus, args.begin, args.end
+            )
+    else:
+        problems.append(
+            "give --csv FILE (with --per-pod) or --config FILE (with --target, --from, --to)"
+        )
+    if args.sweep_plot is not None and not args.sweep:
+        problems.append("--sweep-plot needs --sweep")
+    options = adapter.ReplayOptions(
+        startup=args.startup,
+        reactive_utilisation=args.reactive_utilization,
+        safety_net=args.safety_net,
+        sweep=args.sweep,
+        model=args.model,
+    )
+    problems += options.problems() + (source.problems() if source is not None else [])
+    if problems or source is None:
+        parser.error("; ".join(problems))
+    try:
+        outcome = adapter.run_replay(source, options)
+        print(outcome.text, end="", flush=True)
+        if args.plot is not None:
+            width, height = adapter.plot_replay(args.plot, outcome.report)
+            print(f"wrote {args.plot} ({width}x{height} px)")
+        sweep_plot = args.sweep_plot
+        if sweep_plot is None and args.plot is not None:
+            sweep_plot = args.plot.with_name(f"{args.plot.stem}-sweep{args.plot.suffix or '.png'}")
+        if outcome.sweep is not None and sweep_plot is not None:
+            width, height = adapter.plot_frontier(sweep_plot, outcome.sweep)
+            print(f"wrote {sweep_plot} ({width}x{height} px)")
+    except adapter.WhatIfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

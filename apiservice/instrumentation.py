@@ -8,7 +8,7 @@ paths; users are never labels.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -103,7 +103,9 @@ CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
 class _TargetCollector(Collector):
-    """Gauges per forecast target: predictions, actuals, realised error, age, failures."""
+    """Gauges per forecast target: predictions, actuals, realised error, age, failures, and
+    for a capacity target how its count is sized (the setting, whether its bound is
+    calibrated, and with an objective what the tuning expects of it)."""
 
     def __init__(self, refresher: adapter.Refresher, store: adapter.PredictionStore) -> None:
         self._refresher = refresher
@@ -147,6 +149,7 @@ class _TargetCollector(Collector):
         for ((namespace, name), metric), seconds in self._store.ages().items():
             _add(age, [namespace, name, metric], seconds)
         yield from (replicas, predicted, actual, error, success, failing, age)
+        yield from self._sizing(family, target)
         report = self._refresher.last_report
         if report is not None:
             cycle = family("refresh_cycle_seconds", "Duration of the last refresh cycle.", [])
@@ -154,6 +157,87 @@ class _TargetCollector(Collector):
             queries = family("refresh_queries", "Queries sent in the last refresh cycle.", [])
             queries.add_metric([], report.queries)
             yield from (cycle, queries)
+
+    def _sizing(
+        self, family: Callable[[str, str, list[str]], GaugeMetricFamily], target: list[str]
+    ) -> Iterator[GaugeMetricFamily]:
+        gauges = {
+            "quantile": family(
+                "setting_quantile",
+                "Forecast quantile the served count of a capacity target is sized at.",
+                target,
+            ),
+            "forecast": family(
+                "setting_forecast_utilisation",
+                "Share of a pod's capacity the forecast part of the served count sizes for.",
+                target,
+            ),
+            "reactive": family(
+                "setting_reactive_utilisation",
+                "Utilisation the last value seen is sized at in the served count (absent: "
+                "no reactive part).",
+                target,
+            ),
+            "calibrated": family(
+                "bound_calibrated",
+                "1 if the served count's bound is calibrated on the target's recent errors, 0 "
+                "while the model's own quantile is used.",
+                target,
+            ),
+            "origins": family(
+                "peak_log_origins",
+                "Recent origins whose lead-window median forecast is known (calibration and "
+                "tuning read them).",
+                target,
+            ),
+            "objective": family(
+                "objective_max_time_above_capacity_ratio",
+                "Share of the time the target's objective allows above capacity.",
+                target,
+            ),
+            "tuned": family(
+                "setting_tuned",
+                "1 if the setting was tuned for the objective, 0 while the manual quantile "
+                "applies (too little history).",
+                target,
+            ),
+            "met": family(
+                "objective_met",
+                "1 if the tuned setting kept the objective over the history it was tuned on.",
+                target,
+            ),
+            "above": family(
+                "expected_time_above_capacity_ratio",
+                "Share of the time the tuned setting was above capacity in its replay.",
+                target,
+            ),
+            "cost": family(
+                "expected_cost_ratio",
+                "Pod-hours of the tuned setting over those of a reactive HPA at 70 % in its "
+                "replay.",
+                target,
+            ),
+        }
+        for status in self._refresher.status():
+            key = [status.namespace, status.name]
+            _add(gauges["origins"], key, status.peak_origins)
+            sizing = status.sizing
+            if sizing is None:
+                continue
+            _add(gauges["quantile"], key, sizing.quantile)
+            _add(gauges["forecast"], key, sizing.forecast_utilisation)
+            if sizing.reactive_utilisation is not None:
+                _add(gauges["reactive"], key, sizing.reactive_utilisation)
+            _add(gauges["calibrated"], key, float(sizing.calibrated))
+            if sizing.objective is None:
+                continue
+            _add(gauges["objective"], key, sizing.objective)
+            _add(gauges["tuned"], key, float(sizing.tuned))
+            if sizing.met is not None:
+                _add(gauges["met"], key, float(sizing.met))
+                _add(gauges["above"], key, sizing.time_above_capacity)
+                _add(gauges["cost"], key, sizing.cost)
+        yield from gauges.values()
 
 
 def _add(family: GaugeMetricFamily, labels: list[str], value: float) -> None:

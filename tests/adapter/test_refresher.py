@@ -18,7 +18,9 @@ from adapter import (
     PredictionStore,
     PredictionUnavailable,
     Refresher,
+    backfill,
     load_config,
+    objective,
     parse_selector,
     scaling,
 )
@@ -68,11 +70,16 @@ def test_capacity_target_end_to_end_and_incremental_history(model: Forecaster) -
     assert (report.targets, report.failed, report.queries) == (1, 0, 1)
     (query, start, end, step) = source.calls[0]
     assert (end - start) // step + 1 == 14 * 288  # the whole window, first time
-    future = NOW - NOW % 300 + 300 * np.arange(1, 4)
+    # The lead window: the step in progress up to the one 15 minutes on (four steps).
+    future = NOW - NOW % 300 + 300 * np.arange(1, 5)
     need = int(np.ceil(daily_load(future).max() * 1.0 / 50))
     replicas = value(store, "predicted_replicas")
-    assert need <= replicas <= need + 2  # the 0.9 quantile of a clean cycle, 15 min ahead
-    assert value(store, "predicted_requests") == pytest.approx(daily_load(future[-1:])[0], rel=0.05)
+    assert need <= replicas <= need + 2  # the calibrated 0.9 bound of a clean cycle
+    (status,) = refresher.status()
+    assert status.sizing is not None
+    assert status.sizing.bound == "model"  # the backfill logged enough of the model's errors
+    assert status.peak_origins == 257  # the refresh's origin and 256 backfilled before it
+    assert value(store, "predicted_requests") == pytest.approx(daily_load(future[2:3])[0], rel=0.05)
     clock.now = source.now = NOW + 60
     asyncio.run(refresher.refresh())  # nothing new on a 5-minute grid yet
     clock.now = source.now = NOW + 600
@@ -235,7 +242,9 @@ def test_a_model_error_fails_only_the_target_whose_series_caused_it(model: Forec
         now=NOW,
     )
     picky = Picky(model)
-    refresher, store = pipeline(text, source, picky, Clock(NOW))  # type: ignore[arg-type]
+    # No backfill: only the serving forecasts reach the model (the backfill's own isolation
+    # is in test_objective_live).
+    refresher, store = pipeline(text, source, picky, Clock(NOW), backfill_origins=0)  # type: ignore[arg-type]
     report = asyncio.run(refresher.refresh())
     assert report.failed == 1
     assert picky.batches == [2, 1, 1]  # the batch, then each target alone
@@ -245,7 +254,8 @@ def test_a_model_error_fails_only_the_target_whose_series_caused_it(model: Forec
 
 
 def test_planning_runs_off_the_event_loop(model: Forecaster) -> None:
-    """The policy and the usage fit count as blocking: blockbuster fails them on a loop."""
+    """The policy, the usage fit, the calibrated bound and the backfill count as blocking:
+    blockbuster fails them on a loop."""
     ready = lambda t: np.ceil(daily_load(t) / 40)  # noqa: E731
     source = FakeHistorySource(
         signals={
@@ -259,8 +269,14 @@ def test_planning_runs_off_the_event_loop(model: Forecaster) -> None:
     text = RESOURCE + CAPACITY.replace("forecasts:", "")
     source.signals["web_requests"] = daily_load
     refresher, store = pipeline(text, source, model, Clock(NOW), writer=Writer())
-    names = ("fit_usage", "resource_replicas", "capacity_replicas")
-    blocking = [BlockBusterFunction(scaling, name).activate() for name in names]
+    names = [
+        (scaling, "fit_usage"),
+        (scaling, "resource_replicas"),
+        (objective, "lead_window_bounds"),
+        (objective, "counts"),
+        (backfill, "median_peaks"),
+    ]
+    blocking = [BlockBusterFunction(module, name).activate() for module, name in names]
     try:
         report = asyncio.run(refresher.refresh())
     finally:

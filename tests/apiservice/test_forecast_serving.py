@@ -69,5 +69,14 @@ def test_predictions_and_per_target_gauges(
         "predictive_metrics_adapter_prediction_age_seconds"
         '{metric="predicted_replicas",namespace="shop",target="web"} 0.0',
         "predictive_metrics_adapter_refresh_queries 1.0",
+        # A capacity target's sizing: the manual quantile at full use, no reactive part, its
+        # bound calibrated from the first cycle (the backfill logged 256 past origins).
+        'predictive_metrics_adapter_setting_quantile{namespace="shop",target="web"} 0.9',
+        "predictive_metrics_adapter_setting_forecast_utilisation"
+        '{namespace="shop",target="web"} 1.0',
+        'predictive_metrics_adapter_bound_calibrated{namespace="shop",target="web"} 1.0',
+        'predictive_metrics_adapter_peak_log_origins{namespace="shop",target="web"} 257.0',
     ):
         assert line in text, line
+    assert "setting_reactive_utilisation{" not in text  # no reactive part
+    assert "objective_met{" not in text  # no objective
