@@ -401,7 +401,7 @@ def calibrated_family(replay: Replay, startup: int) -> Iterable[Candidate]:
             yield Candidate("calibrated", knobs, utilisation, served[replayed])
 
 
-OBJECTIVES = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05)
+OBJECTIVES = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
 """The objectives (share of time above capacity) the tuned family is swept over."""
 FALLBACK_SETTING = objective.Setting(0.9, 1.0, 1.0)
 """A tuned target's setting while it has too little history (the manual quantile 0.9 at full
