@@ -315,15 +315,7 @@ def _replay(
     load = np.asarray(load, dtype=np.float64)
     initial = min(max(initial, autoscaler.min_replicas), autoscaler.max_replicas)
     trace = simulate(metrics, autoscaler, step_seconds, startup_seconds, initial_replicas=initial)
-    skip = warmup * trace.syncs_per_step
-    span = dataclasses.replace(
-        trace,
-        times=trace.times[skip:],
-        desired=trace.desired[skip:],
-        provisioned=trace.provisioned[skip:],
-        ready=trace.ready[skip:],
-    )
-    return score(span, load[warmup:], per_pod)
+    return score(trace.after(warmup), load[warmup:], per_pod)
 
 
 def fill_gaps(values: np.ndarray) -> np.ndarray:

@@ -271,6 +271,22 @@ class Trace:
     def syncs_per_step(self) -> int:
         return self.step_seconds // self.sync_period_seconds
 
+    def after(self, steps: int) -> Trace:
+        """The trace without its first `steps` steps (a warm-up not to be scored); its scale
+        events are the syncs left that changed the count."""
+        skip = steps * self.syncs_per_step
+        if skip <= 0:
+            return self
+        changed = self.desired[skip:] != self.provisioned[skip - 1 : -1]
+        return dataclasses.replace(
+            self,
+            times=self.times[skip:],
+            desired=self.desired[skip:],
+            provisioned=self.provisioned[skip:],
+            ready=self.ready[skip:],
+            scale_events=int(np.sum(changed)),
+        )
+
     def per_step(self) -> StepTrace:
         shape = (-1, self.syncs_per_step)
         return StepTrace(

@@ -832,17 +832,7 @@ def _replay(
     initial = min(max(wanted, hpa.min_replicas), hpa.max_replicas)
     trace = simulate(metrics, hpa, step, startup, initial_replicas=initial)
     syncs = trace.syncs_per_step
-    skip = REPLAY_WARMUP * syncs
-    # Scale events within the scored span: syncs that set a count other than the pods there were.
-    events = int(np.sum(trace.desired[skip:] != trace.provisioned[skip - 1 : -1]))
-    span = dataclasses.replace(
-        trace,
-        times=trace.times[skip:],
-        desired=trace.desired[skip:],
-        provisioned=trace.provisioned[skip:],
-        ready=trace.ready[skip:],
-        scale_events=events,
-    )
+    span = trace.after(REPLAY_WARMUP)
     load = prepared.filled[first + REPLAY_WARMUP :]
     short = np.repeat(load, syncs) > span.ready * per_pod
     return PolicyRun(

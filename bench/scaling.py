@@ -135,25 +135,13 @@ def prepare(traces: Sequence[Series]) -> list[Replay]:
     """The traces that fit the protocol, with their pod capacity; flat-zero spans are skipped."""
     replays = []
     for trace in backtest.prepare(traces):
-        load = _fill_gaps(trace.values)
-        if load is None:
+        if not np.any(~np.isnan(trace.values)):
             continue
+        load = objective.fill_gaps(trace.values)
         capacity = float(np.percentile(load[-SPAN:], 99)) / PODS_AT_P99
         if capacity > 0:
             replays.append(Replay(trace.name, load, capacity, int(trace.timestamps[0])))
     return replays
-
-
-def _fill_gaps(values: np.ndarray) -> np.ndarray | None:
-    """Each NaN takes the last value before it (the first ones the first value); None if empty."""
-    observed = ~np.isnan(values)
-    if not observed.any():
-        return None
-    index = np.where(observed, np.arange(len(values)), 0)
-    np.maximum.accumulate(index, out=index)
-    filled = values[index]
-    filled[: int(np.argmax(observed))] = values[observed][0]
-    return filled
 
 
 def initial_replicas(replay: Replay) -> int:
@@ -180,15 +168,7 @@ def replay_candidate(replay: Replay, candidate: Candidate, startup: int) -> Scor
         startup_seconds=startup * STEP,
         initial_replicas=initial_replicas(replay),
     )
-    skip = WARMUP * trace.syncs_per_step
-    span = dataclasses.replace(
-        trace,
-        times=trace.times[skip:],
-        desired=trace.desired[skip:],
-        provisioned=trace.provisioned[skip:],
-        ready=trace.ready[skip:],
-    )
-    return score(span, replay.load[replay.start :], replay.capacity)
+    return score(trace.after(WARMUP), replay.load[replay.start :], replay.capacity)
 
 
 def forecast_counts(forecast: np.ndarray, capacity: float, utilisation: float) -> np.ndarray:

@@ -202,3 +202,16 @@ def test_a_scale_down_removes_starting_pods_first() -> None:
 def test_a_step_that_is_not_a_multiple_of_the_sync_period_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of the sync period"):
         simulate([ExternalMetric(np.array([1.0]), 1.0)], Autoscaler(10), 20)
+
+
+def test_a_trace_after_its_warm_up_counts_only_the_scale_events_left() -> None:
+    # One step of 60 s is four syncs; the counts asked for: 2, 5, then 3 (at once: no window).
+    values = np.array([20.0, 50.0, 30.0, 30.0])
+    hpa = Autoscaler(10, behavior=Behavior(scale_down=ScalingRules(0, None, None)))
+    trace = simulate([ExternalMetric(values, 10.0)], hpa, 60, initial_replicas=2)
+    assert trace.per_step().desired.tolist() == [2, 5, 3, 3]
+    assert trace.scale_events == 2
+    later = trace.after(2)
+    assert later.desired.tolist() == [3] * 8
+    assert later.scale_events == 1  # 5 -> 3 at the first sync left
+    assert trace.after(0) is trace
