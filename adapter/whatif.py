@@ -49,7 +49,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import forecaster
-from adapter import backfill, objective, rules as rules_module
+from adapter import backfill, objective, planning, rules as rules_module
 from adapter.config import (
     AdapterConfig,
     CapacityPolicy,
@@ -749,27 +749,12 @@ def _schedule(series: LoadSeries, target: ForecastTarget, prepared: _Prepared) -
     first, size, step = prepared.first, series.load.size, series.step
     if target.objective is None:
         return [Tuning(first, int(series.times[first]), None, manual)]
-    assert target.capacity is not None
-    hpa = objective.tuning_autoscaler(step, target.min_replicas, target.max_replicas)
     every = max(1, objective.RETUNE_SECONDS // step)
     history = _history_steps(target)
     tunings = []
     for at in range(first, size, every):
         low = max(0, at - history)
-        load, peaks = series.load[low:at], prepared.median_peaks[low:at]
-        begin = max(1, load.size - objective.TUNING_STEPS - objective.WARMUP_STEPS)
-        bounds = objective.lead_window_bounds(
-            load, peaks, np.arange(begin, load.size), target.window_steps
-        )
-        choice = objective.tune(
-            load[begin - 1 :],
-            bounds,
-            target.capacity.per_pod,
-            target.objective,
-            hpa,
-            step,
-            target.lead_time,
-        )
+        choice = planning.tune(target, series.load[low:at], prepared.median_peaks[low:at])
         tunings.append(Tuning(at, int(series.times[at]), choice, choice.setting or manual))
     return tunings
 
