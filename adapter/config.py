@@ -32,6 +32,7 @@ forecasts:
   maxReplicas: 10
   quantile: 0.9                    # the forecast quantile capacity is planned for
   # objective: {maxTimeAboveCapacity: 1%}   # capacity policy only: tune the sizing instead
+  #   (headroom: 10% counts the time above 90% of capacity instead)
   resultConfigMap: false           # also write Kapacity's <name>-result ConfigMap
 ```
 
@@ -445,25 +446,38 @@ def _objective(raw: Mapping[str, Any] | None, read: _Reader) -> Objective | None
     if raw is None:
         return None
     sub = _Reader(raw, f"{read.where}.objective", read.problems)
-    sub.unknown(frozenset({"maxTimeAboveCapacity"}))
-    value = raw.get("maxTimeAboveCapacity")
+    sub.unknown(frozenset({"maxTimeAboveCapacity", "headroom"}))
     share: float | None = None
-    if value is None:
+    if raw.get("maxTimeAboveCapacity") is None:
         sub.problem("maxTimeAboveCapacity", "is required (a percentage such as 1%)")
-    elif isinstance(value, str) and value.strip().endswith("%"):
+    else:
+        share = _percentage(raw["maxTimeAboveCapacity"], "maxTimeAboveCapacity", 0.5, sub)
+    headroom = 0.0
+    if raw.get("headroom") is not None:
+        headroom = _percentage(raw["headroom"], "headroom", 0.5, sub) or 0.0
+    read.failed |= sub.failed
+    return None if share is None or sub.failed else Objective(share, headroom)
+
+
+def _percentage(value: object, key: str, most: float, read: _Reader) -> float | None:
+    """A percentage (``1%`` or the number 1) as a share in [0, `most`]; None and a problem
+    named if it is not one."""
+    share: float | None = None
+    if isinstance(value, str) and value.strip().endswith("%"):
         try:
             share = float(value.strip()[:-1]) / 100
         except ValueError:
-            sub.problem("maxTimeAboveCapacity", f"{quote(shorten(value))} is not a percentage")
+            read.problem(key, f"{quote(shorten(value))} is not a percentage")
+            return None
     elif isinstance(value, int | float) and not isinstance(value, bool):
         share = float(value) / 100
     else:
-        sub.problem("maxTimeAboveCapacity", "must be a percentage such as 1% (or the number 1)")
-    if share is not None and not 0 <= share <= 0.5:
-        sub.problem("maxTimeAboveCapacity", f"{share * 100:g}% is outside [0%, 50%]")
-        share = None
-    read.failed |= sub.failed
-    return None if share is None else Objective(share)
+        read.problem(key, "must be a percentage such as 1% (or the number 1)")
+        return None
+    if not 0 <= share <= most:
+        read.problem(key, f"{share * 100:g}% is outside [0%, {100 * most:g}%]")
+        return None
+    return share
 
 
 def _human(seconds: float) -> str:

@@ -29,7 +29,8 @@ the reactive part (the last value seen, as a reactive HPA sees it) at u_r, or no
 
 **Tuning** (`tune`): every setting of the grid is replayed through the simulated HPA
 (`adapter.simulator`) over the recent history, from the bounds each step would have had then;
-the cheapest that kept the time above capacity within the objective is chosen. If none did,
+the cheapest that kept the time above capacity (less the objective's headroom, if any) within
+the objective is chosen. If none did,
 the one with the least time above capacity is chosen and the choice says the objective was
 not met. With fewer than `MIN_TUNING_STEPS` of history there is no choice and the caller keeps
 the manual quantile.
@@ -142,10 +143,21 @@ class Objective:
     """What a target asks of its capacity."""
 
     max_time_above_capacity: float
-    """Share of the time (0..1) the load may exceed the ready pods' capacity."""
+    """Share of the time (0..1) the load may exceed the ready pods' capacity (less the
+    headroom)."""
+    headroom: float = 0.0
+    """Share of the capacity (0..1) the load should leave free: the time counted against the
+    objective is the time above (1 - headroom) x capacity. A guard band: the choice then
+    needs a margin over the history it is tuned on, not just a clean record."""
+
+    @property
+    def capacity_share(self) -> float:
+        """The share of the capacity the load is measured against."""
+        return 1.0 - self.headroom
 
     def __str__(self) -> str:
-        return f"at most {100 * self.max_time_above_capacity:g}% of the time above capacity"
+        where = "capacity" if self.headroom == 0 else f"{100 * self.capacity_share:g}% of capacity"
+        return f"at most {100 * self.max_time_above_capacity:g}% of the time above {where}"
 
 
 def realised_peaks(load: np.ndarray, window: int) -> np.ndarray:
@@ -286,19 +298,28 @@ def replay_setting(
     tolerance: float | None,
     warmup: int = 0,
     extra: Sequence[ExternalMetric] = (),
+    shares: Sequence[float] = (),
 ) -> Scores:
     """Replay served counts (one per step of `load`) through the HPA; score after `warmup`.
 
     The counts are one ``AverageValue 1`` metric with `tolerance` (None: the HPA's); `extra`
     are further metrics of the same HPA (a reactive safety net, for example). The replay
-    starts from the count the first served value asks for.
+    starts from the count the first served value asks for; `shares` as `score`.
     """
     served = np.asarray(served, dtype=np.float64)
     metric = ExternalMetric(served, 1.0, tolerance=tolerance)
     first = served[np.isfinite(served)]
     initial = int(first[0]) if first.size else autoscaler.min_replicas
     return _replay(
-        load, [metric, *extra], initial, per_pod, autoscaler, step_seconds, startup_seconds, warmup
+        load,
+        [metric, *extra],
+        initial,
+        per_pod,
+        autoscaler,
+        step_seconds,
+        startup_seconds,
+        warmup,
+        shares,
     )
 
 
@@ -311,11 +332,12 @@ def _replay(
     step_seconds: int,
     startup_seconds: float,
     warmup: int,
+    shares: Sequence[float] = (),
 ) -> Scores:
     load = np.asarray(load, dtype=np.float64)
     initial = min(max(initial, autoscaler.min_replicas), autoscaler.max_replicas)
     trace = simulate(metrics, autoscaler, step_seconds, startup_seconds, initial_replicas=initial)
-    return score(trace.after(warmup), load[warmup:], per_pod)
+    return score(trace.after(warmup), load[warmup:], per_pod, shares)
 
 
 def fill_gaps(values: np.ndarray) -> np.ndarray:
@@ -370,6 +392,7 @@ def evaluate(
     tolerance: float | None = None,
     settings: Sequence[Setting] = SETTINGS,
     warmup: int = WARMUP_STEPS,
+    shares: Sequence[float] = (),
 ) -> Evaluation | str:
     """Replay every setting over `load`; or why that is not possible (too little history).
 
@@ -378,7 +401,8 @@ def evaluate(
     step, for every quantile of `settings`; `fallback` (the model's own quantile bound at
     the same steps, one row per quantile of `bounds`) fills steps whose bound is unknown,
     without it only the steps from which on every bound is known are replayed. The first
-    `warmup` replayed steps settle the HPA and are not scored.
+    `warmup` replayed steps settle the HPA and are not scored. `shares` of the capacity are
+    scored besides the capacity itself (what an objective with headroom is measured against).
     """
     load = np.asarray(load, dtype=np.float64)
     if bounds.values.shape[1] != load.size - 1:
@@ -432,6 +456,7 @@ def evaluate(
             startup_seconds,
             tolerance=tolerance,
             warmup=warmup,
+            shares=shares,
         )
         outcomes.append((setting, scores))
     return Evaluation(tuple(outcomes), baseline, replayed.size - warmup)
@@ -444,18 +469,27 @@ def choose(evaluation: Evaluation | str, objective: Objective) -> Choice:
     if not evaluation.outcomes:
         return Choice(None, False, None, math.nan, "no setting could be replayed")
     limit = objective.max_time_above_capacity + 1e-12
-    met = [item for item in evaluation.outcomes if item[1].time_above_capacity <= limit]
+    share = objective.capacity_share
+
+    def above(item: tuple[Setting, Scores]) -> float:
+        return item[1].time_above(share)
+
+    met = [item for item in evaluation.outcomes if above(item) <= limit]
     if met:
         setting, scores = min(met, key=lambda item: (item[1].pod_hours, str(item[0])))
     else:
         setting, scores = min(
-            evaluation.outcomes,
-            key=lambda item: (item[1].time_above_capacity, item[1].pod_hours),
+            evaluation.outcomes, key=lambda item: (above(item), item[1].pod_hours)
         )
     base = evaluation.baseline.pod_hours
     cost = scores.pod_hours / base if base > 0 else math.nan
+    where = (
+        ""
+        if objective.headroom == 0
+        else (f" ({100 * scores.time_above(share):.2f}% above {100 * share:g}% of it)")
+    )
     figures = (
-        f"{setting}: {100 * scores.time_above_capacity:.2f}% of the time above capacity, "
+        f"{setting}: {100 * scores.time_above_capacity:.2f}% of the time above capacity{where}, "
         f"{cost:.2f}x the pod-hours of a reactive HPA at {BASELINE_UTILISATION:g}, over the last "
         f"{evaluation.steps} steps"
     )
@@ -498,5 +532,6 @@ def tune(
         tolerance=tolerance,
         settings=settings,
         warmup=warmup,
+        shares=() if objective.headroom == 0 else (objective.capacity_share,),
     )
     return choose(evaluation, objective)

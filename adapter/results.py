@@ -59,6 +59,8 @@ def sizing_fields(sizing: SizingStatus) -> dict[str, str]:
     if sizing.objective is None:
         return fields
     fields["objectiveMaxTimeAboveCapacity"] = f"{sizing.objective:g}"
+    if sizing.headroom:
+        fields["objectiveHeadroom"] = f"{sizing.headroom:g}"
     fields["tuned"] = _flag(sizing.tuned)
     if sizing.met is not None:
         fields["objectiveMet"] = _flag(sizing.met)

@@ -307,10 +307,26 @@ class Scores:
     pod_hours: float
     """Every provisioned pod, starting ones included."""
     scale_events: int
+    time_above_shares: tuple[tuple[float, float], ...] = ()
+    """(share of capacity, share of the time the load was above that share of the ready
+    capacity), for each share `score` was asked for."""
+
+    def time_above(self, share: float) -> float:
+        """Share of the time the load was above `share` of the ready capacity (1: the capacity
+        itself); only for a share `score` was asked for."""
+        if share == 1.0:
+            return self.time_above_capacity
+        for known, time in self.time_above_shares:
+            if abs(known - share) < 1e-9:
+                return time
+        raise KeyError(f"no time above {share:g} of capacity was scored")
 
 
-def score(trace: Trace, load: np.ndarray, capacity_per_pod: float) -> Scores:
-    """Score a replay against the load it served (one value per step)."""
+def score(
+    trace: Trace, load: np.ndarray, capacity_per_pod: float, shares: Sequence[float] = ()
+) -> Scores:
+    """Score a replay against the load it served (one value per step); `shares` asks for the
+    time above those shares of the capacity besides the time above it."""
     per_sync = np.repeat(np.asarray(load, dtype=np.float64), trace.syncs_per_step)
     if per_sync.shape != trace.ready.shape:
         raise ValueError(f"{len(load)} load steps for a replay of {trace.per_step().desired.size}")
@@ -322,6 +338,9 @@ def score(trace: Trace, load: np.ndarray, capacity_per_pod: float) -> Scores:
         unserved_share=unserved / total if total > 0 else 0.0,
         pod_hours=float(trace.provisioned.sum()) * trace.sync_period_seconds / 3600.0,
         scale_events=trace.scale_events,
+        time_above_shares=tuple(
+            (share, float(np.mean(per_sync > capacity * share))) for share in shares
+        ),
     )
 
 

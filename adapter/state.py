@@ -148,6 +148,8 @@ class SizingStatus:
     recent errors, `objective.lead_window_bounds`), or ``model quantile`` (too few known)."""
     objective: float | None = None
     """The objective's share of time above capacity (None: no objective)."""
+    headroom: float = 0.0
+    """The objective's headroom: the share of capacity it keeps free."""
     tuned: bool = False
     """Whether the setting was tuned for the objective (else the manual quantile)."""
     met: bool | None = None
@@ -293,13 +295,16 @@ class TargetState:
         base = SizingStatus(setting.quantile, setting.utilisation, setting.reactive, bound)
         if goal is None:
             return base
-        share = goal.max_time_above_capacity
+        share, headroom = goal.max_time_above_capacity, goal.headroom
         choice = self.choice
         if choice is None or choice.setting is None or choice.expected is None:
-            return dataclasses.replace(base, objective=share, reason=self._untuned())
+            return dataclasses.replace(
+                base, objective=share, headroom=headroom, reason=self._untuned()
+            )
         return dataclasses.replace(
             base,
             objective=share,
+            headroom=headroom,
             tuned=True,
             met=choice.met,
             time_above_capacity=choice.expected.time_above_capacity,

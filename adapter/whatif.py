@@ -80,6 +80,7 @@ __all__ = [
     "WhatIfError",
     "lead_in_steps",
     "load_input",
+    "parse_headroom",
     "parse_objective",
     "parse_time",
     "render",
@@ -239,13 +240,22 @@ def parse_time(text: str) -> int:
 
 def parse_objective(text: str) -> Objective:
     """``1%`` (or ``1``): at most that share of the time above capacity (0 .. 50 %)."""
+    return Objective(_percentage(text, "1%"))
+
+
+def parse_headroom(text: str) -> float:
+    """``10%`` (or ``10``): the share of capacity an objective keeps free (0 .. 50 %)."""
+    return _percentage(text, "10%")
+
+
+def _percentage(text: str, example: str) -> float:
     try:
         share = float(text.strip().removesuffix("%")) / 100
     except ValueError:
-        raise ValueError(f"{text!r} is not a percentage such as 1%") from None
+        raise ValueError(f"{text!r} is not a percentage such as {example}") from None
     if not 0 <= share <= 0.5:
         raise ValueError(f"{text!r} is outside 0%..50%")
-    return Objective(share)
+    return share
 
 
 def lead_in_steps(target: ForecastTarget) -> int:
@@ -648,16 +658,21 @@ def replay(
 
     tunings = _schedule(series, target, prepared)
     served = _served(prepared, target, tunings)
+    shares: tuple[float, ...] = ()
     if target.objective is None:
         name = f"predictive ({tunings[0].setting})"
     else:
-        name = f"predictive (tuned for {100 * target.objective.max_time_above_capacity:g}%)"
+        name = f"predictive (tuned for {100 * target.objective.max_time_above_capacity:g}%"
+        if target.objective.headroom:
+            name += f" above {100 * target.objective.capacity_share:g}% of capacity"
+            shares = (target.objective.capacity_share,)
+        name += ")"
     metrics = [ExternalMetric(served, 1.0)]
     if options.safety_net is not None:
         name += f" + reactive u={options.safety_net:g}"
         metrics.append(reactive_metric(replayed, per_pod * options.safety_net, step))
     predictive = _replay(
-        name, metrics, hpa, step, prepared, per_pod, startup, served[REPLAY_WARMUP:]
+        name, metrics, hpa, step, prepared, per_pod, startup, served[REPLAY_WARMUP:], shares
     )
 
     need = _oracle_counts(prepared, target, per_pod * utilisation, startup, step)
@@ -809,9 +824,11 @@ def _replay(
     per_pod: float,
     startup: int,
     served: np.ndarray | None = None,
+    shares: Sequence[float] = (),
 ) -> PolicyRun:
     """Simulate the HPA over the replayed steps from the count a reactive HPA at `BASELINE`
-    holds for the step before them; score the steps after the warm-up."""
+    holds for the step before them; score the steps after the warm-up (and the time above
+    `shares` of the capacity)."""
     first = prepared.first
     wanted = math.ceil(max(float(prepared.filled[first - 1]), 0.0) / (per_pod * BASELINE) - 1e-9)
     initial = min(max(wanted, hpa.min_replicas), hpa.max_replicas)
@@ -822,7 +839,7 @@ def _replay(
     short = np.repeat(load, syncs) > span.ready * per_pod
     return PolicyRun(
         name,
-        score(span, load, per_pod),
+        score(span, load, per_pod, shares),
         span.per_step().ready,
         np.asarray(short.reshape(-1, syncs).any(axis=1)),
         served,
@@ -988,10 +1005,12 @@ def _setting_lines(report: Report) -> list[str]:
             f"The objective cannot be met at {unmet} of {len(report.tunings)} tunings: the "
             "closest setting was served."
         )
-    above = report.predictive.scores.time_above_capacity
+    share = target.objective.capacity_share
+    above = report.predictive.scores.time_above(share)
     verdict = "met" if above <= target.objective.max_time_above_capacity + 1e-12 else "NOT met"
+    where = "capacity" if share == 1 else f"{100 * share:g}% of capacity"
     lines.append(
-        f"Over the replay the predictive setup was above capacity {100 * above:.3f}% of the "
+        f"Over the replay the predictive setup was above {where} {100 * above:.3f}% of the "
         f"time: the objective was {verdict}."
     )
     lines.append(f"({coverage[0].upper()}{coverage[1:]}.)")

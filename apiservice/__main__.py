@@ -116,6 +116,7 @@ CSV_FLAGS = {
     "max_replicas": "--max-replicas",
     "quantile": "--quantile",
     "objective": "--objective",
+    "headroom": "--headroom",
 }
 """Destination -> flag of the options of a CSV replay (refused with --config)."""
 PROMETHEUS_DESTS = {
@@ -180,6 +181,12 @@ def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=_objective,
         metavar="PERCENT",
         help="tune the sizing for at most PERCENT (e.g. 1%%) of the time above capacity",
+    )
+    csv_input.add_argument(
+        "--headroom",
+        type=_headroom,
+        metavar="PERCENT",
+        help="with --objective: count the time above (100 - PERCENT)%% of capacity instead",
     )
     configured = replay.add_argument_group("a configured target's signal in Prometheus")
     configured.add_argument("--config", type=Path, metavar="FILE")
@@ -248,6 +255,13 @@ def _objective(text: str) -> adapter.Objective:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _headroom(text: str) -> float:
+    try:
+        return adapter.parse_headroom(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Parse what the flags say into an input and options, then replay; every problem of
     the flags is one argparse error (exit 2), a problem of the data one line (exit 2)."""
@@ -264,6 +278,11 @@ def _replay(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.per_pod is None:
             problems.append("--csv needs --per-pod (the load one pod serves at full use)")
         fields = {d: getattr(args, d) for d in given & CSV_FLAGS.keys() if d != "csv"}
+        headroom = fields.pop("headroom", None)
+        if headroom is not None and args.objective is None:
+            problems.append("--headroom needs --objective")
+        elif headroom is not None:
+            fields["objective"] = dataclasses.replace(args.objective, headroom=headroom)
         fields.setdefault("per_pod", 1.0)  # a stand-in, so that the other flags are checked
         source = adapter.CsvInput(args.csv, **fields)
     elif args.config is not None:

@@ -195,6 +195,12 @@ class _TargetCollector(Collector):
                 "Share of the time the target's objective allows above capacity.",
                 target,
             ),
+            "headroom": family(
+                "objective_headroom_ratio",
+                "Share of capacity the target's objective keeps free (the time above the rest "
+                "counts against it).",
+                target,
+            ),
             "tuned": family(
                 "setting_tuned",
                 "1 if the setting was tuned for the objective, 0 while the manual quantile "
@@ -232,6 +238,7 @@ class _TargetCollector(Collector):
             if sizing.objective is None:
                 continue
             _add(gauges["objective"], key, sizing.objective)
+            _add(gauges["headroom"], key, sizing.headroom)
             _add(gauges["tuned"], key, float(sizing.tuned))
             if sizing.met is not None:
                 _add(gauges["met"], key, float(sizing.met))

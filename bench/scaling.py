@@ -383,6 +383,8 @@ def calibrated_family(replay: Replay, startup: int) -> Iterable[Candidate]:
 
 OBJECTIVES = (0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
 """The objectives (share of time above capacity) the tuned family is swept over."""
+HEADROOMS = (0.0, 0.1, 0.2)
+"""The objectives' headrooms (share of capacity kept free) it is swept over besides."""
 FALLBACK_SETTING = objective.Setting(0.9, 1.0, 1.0)
 """A tuned target's setting while it has too little history (the manual quantile 0.9 at full
 use, with the reactive part at full use in place of an HPA's own reactive metric)."""
@@ -394,7 +396,8 @@ def tuned_family(replay: Replay, startup: int) -> Iterable[Candidate]:
     step and every `RETUNE_STEPS` after, `adapter.objective.evaluate` replays every setting
     over the `TUNING_STEPS` before (its own calibrated bounds; load up to the step before) and
     `choose` keeps the cheapest that met the objective; that setting's counts (reactive part
-    folded in) are served until the next tuning. Swept over `OBJECTIVES`."""
+    folded in) are served until the next tuning. Swept over `OBJECTIVES` x
+    `HEADROOMS`."""
     forecasts = forecaster_family.all_forecasts(replay)
     steps, bounds = _bounds(replay, startup, forecasts)
     origin = int(steps[0])
@@ -429,17 +432,20 @@ def tuned_family(replay: Replay, startup: int) -> Iterable[Candidate]:
                 STEP,
                 startup * STEP,
                 tolerance=0.0,
+                shares=[1 - headroom for headroom in HEADROOMS if headroom],
             )
         )
-    for share in OBJECTIVES:
-        target = objective.Objective(share)
-        counts = np.empty(len(replay.load) - replay.first)
-        for at, evaluation in zip(tunings, evaluations, strict=True):
-            choice = objective.choose(evaluation, target)
-            setting = choice.setting or FALLBACK_SETTING
-            part = slice(at - replay.first, at - replay.first + RETUNE_STEPS)
-            counts[part] = served[setting][at - origin : at - origin + RETUNE_STEPS]
-        yield Candidate("objective-tuned", f"objective={100 * share:g}%", None, counts)
+    for headroom in HEADROOMS:
+        for share in OBJECTIVES:
+            target = objective.Objective(share, headroom)
+            counts = np.empty(len(replay.load) - replay.first)
+            for at, evaluation in zip(tunings, evaluations, strict=True):
+                choice = objective.choose(evaluation, target)
+                setting = choice.setting or FALLBACK_SETTING
+                part = slice(at - replay.first, at - replay.first + RETUNE_STEPS)
+                counts[part] = served[setting][at - origin : at - origin + RETUNE_STEPS]
+            knobs = f"objective={100 * share:g}% headroom={100 * headroom:g}%"
+            yield Candidate("objective-tuned", knobs, None, counts)
 
 
 def oracle_family(replay: Replay, startup: int) -> Iterable[Candidate]:

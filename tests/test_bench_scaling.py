@@ -272,12 +272,18 @@ def test_the_tuned_family_meets_a_reachable_objective_on_a_regular_series(
     replay = replay_of(200 + 100 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 10, length))
     monkeypatch.setattr(scaling, "forecaster_family", scaling.ForecasterFamily(RecordingForecaster))
     candidates = {c.knobs: c for c in scaling.tuned_family(replay, 1)}
-    assert set(candidates) == {f"objective={100 * o:g}%" for o in scaling.OBJECTIVES}
-    loose = scaling.replay_candidate(replay, candidates["objective=5%"], 1)
-    strict = scaling.replay_candidate(replay, candidates["objective=0.5%"], 1)
+    assert set(candidates) == {
+        f"objective={100 * o:g}% headroom={100 * h:g}%"
+        for o in scaling.OBJECTIVES
+        for h in scaling.HEADROOMS
+    }
+    loose = scaling.replay_candidate(replay, candidates["objective=5% headroom=0%"], 1)
+    strict = scaling.replay_candidate(replay, candidates["objective=0.5% headroom=0%"], 1)
+    guarded = scaling.replay_candidate(replay, candidates["objective=0.5% headroom=20%"], 1)
     assert strict.time_above_capacity <= 0.02
     assert strict.pod_hours >= loose.pod_hours
-    assert candidates["objective=5%"].reactive_utilisation is None  # folded into the counts
+    assert guarded.pod_hours >= strict.pod_hours  # a margin over the history costs pods
+    assert candidates["objective=5% headroom=0%"].reactive_utilisation is None  # folded in
 
 
 def test_each_tuning_replays_only_the_load_before_it(monkeypatch: pytest.MonkeyPatch) -> None:

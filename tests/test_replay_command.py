@@ -189,6 +189,26 @@ def test_a_met_objective_is_reported_with_its_expected_figures(
     assert "the objective was met" in outcome.text
 
 
+def test_an_objective_with_headroom_is_tuned_and_judged_against_its_share(
+    tmp_path: Path, model: Forecaster
+) -> None:
+    times, load = daily_load(6)
+    csv = write_csv(tmp_path / "daily.csv", times, load)
+    goal = objective.Objective(0.05, headroom=0.2)
+    given = whatif.CsvInput(csv, per_pod=20.0, days=1, objective=goal)
+    outcome = whatif.run_replay(given, whatif.ReplayOptions(), model=model)
+    assert "Objective: at most 5% of the time above 80% of capacity." in outcome.text
+    for tuning in outcome.report.tunings:
+        assert tuning.choice is not None
+        assert tuning.choice.expected is not None
+        assert tuning.choice.expected.time_above(0.8) <= 0.05
+        assert "above 80% of it)" in tuning.choice.reason
+    scores = outcome.report.predictive.scores
+    above = scores.time_above(0.8)
+    assert above >= scores.time_above_capacity
+    assert f"above 80% of capacity {100 * above:.3f}% of the time" in outcome.text
+
+
 BAD_CSVS = {
     "empty": ("", "empty.csv holds no ts,value rows"),
     "header only": ("ts,value\n", "holds no ts,value rows"),
@@ -243,6 +263,14 @@ def test_bad_csv_input_is_one_clear_line_and_exit_2(tmp_path: Path, name: str) -
         (["--csv", "x.csv", "--per-pod", "1", "--prometheus-url", "h"], ["--prometheus-url"]),
         (["--csv", "x.csv", "--per-pod", "1", "--lead-time", "soon"], ["invalid duration"]),
         (["--csv", "x.csv", "--per-pod", "1", "--objective", "lots"], ["not a percentage"]),
+        (
+            ["--csv", "x.csv", "--per-pod", "1", "--headroom", "10%"],
+            ["--headroom needs --objective"],
+        ),
+        (
+            ["--csv", "x.csv", "--per-pod", "1", "--objective", "1%", "--headroom", "60%"],
+            ["--headroom: '60%' is outside 0%..50%"],
+        ),
     ],
 )
 def test_flags_of_the_wrong_kind_are_refused_all_at_once(

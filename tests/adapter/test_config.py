@@ -174,16 +174,31 @@ def test_an_objective_is_a_share_of_the_time(given: str, share: float) -> None:
     assert target.window_steps == 3  # now, +5 min, +10 min: when pods ordered now are ready
 
 
+def test_an_objective_may_keep_headroom() -> None:
+    text = CAPACITY_TARGET % (
+        "capacity: {perPod: 50}",
+        "  objective: {maxTimeAboveCapacity: 1%, headroom: 10%}",
+    )
+    (target,) = load_config(text, "x").targets
+    assert target.objective is not None
+    assert target.objective.headroom == pytest.approx(0.1)
+    assert target.objective.capacity_share == pytest.approx(0.9)
+
+
 def test_objective_problems_are_named_together() -> None:
     text = CAPACITY_TARGET % (
         "resource: {query: u, targetAverageValue: 1}\n  replicas: {query: r}",
-        "  objective: {maxTimeAboveCapacity: 80%, extra: 1}",
+        "  objective: {maxTimeAboveCapacity: 80%, headroom: lots, extra: 1}",
     )
     with pytest.raises(InvalidConfiguration) as caught:
         load_config(text, "x")
     problems = caught.value.problems
     assert "forecasts[0].objective.extra: unknown field" in problems
     assert "forecasts[0].objective.maxTimeAboveCapacity: 80% is outside [0%, 50%]" in problems
+    assert (
+        "forecasts[0].objective.headroom: must be a percentage such as 1% (or the number 1)"
+        in problems
+    )
     bare = CAPACITY_TARGET % (
         "resource: {query: u, targetAverageValue: 1}\n  replicas: {query: r}",
         "  objective: {maxTimeAboveCapacity: 1%}",

@@ -136,6 +136,47 @@ def test_an_objective_no_setting_met_is_reported_with_the_closest_setting() -> N
     assert "2.00%" in choice.reason
 
 
+def test_an_objective_with_headroom_is_measured_against_the_share_of_capacity() -> None:
+    # Both settings kept the load within capacity; only the dearer one also kept it under
+    # 80 % of capacity, which is what a 20 % headroom asks for.
+    close = Setting(0.9, 1.0, None)
+    roomy = Setting(0.95, 0.7, 0.7)
+
+    def scored(above: float, above_80: float, pod_hours: float) -> Scores:
+        return Scores(above, 0.0, pod_hours, 0, ((0.8, above_80),))
+
+    evaluation = Evaluation(
+        ((close, scored(0.0, 0.04, 100.0)), (roomy, scored(0.0, 0.0, 130.0))),
+        baseline=scored(0.05, 0.1, 100.0),
+        steps=864,
+    )
+    assert objective.choose(evaluation, Objective(0.0)).setting == close
+    guarded = objective.choose(evaluation, Objective(0.0, headroom=0.2))
+    assert guarded.setting == roomy
+    assert guarded.met
+    assert "(0.00% above 80% of it)" in guarded.reason
+    assert str(Objective(0.01, 0.2)) == "at most 1% of the time above 80% of capacity"
+    # A headroom the evaluation did not score is a programming error, not a silent 0.
+    with pytest.raises(KeyError):
+        objective.choose(evaluation, Objective(0.0, headroom=0.1))
+
+
+def test_tuning_with_headroom_scores_the_share_it_needs() -> None:
+    load = _daily(2000, seed=4)
+    bounds = objective.lead_window_bounds(load, np.full(2000, np.nan), np.arange(1, 2000), 2)
+    per_pod = float(np.percentile(load, 99)) / 20
+    window = slice(2000 - 900, None)
+    tuned = Bounds(bounds.quantiles, bounds.values[:, window], bounds.model_share)
+    plain, guarded = (
+        objective.tune(load[window], tuned, per_pod, goal, protocol_autoscaler(STEP), STEP, STEP)
+        for goal in (Objective(0.01), Objective(0.01, headroom=0.2))
+    )
+    assert plain.expected is not None
+    assert guarded.expected is not None
+    assert guarded.expected.time_above(0.8) <= 0.01
+    assert guarded.expected.pod_hours > plain.expected.pod_hours
+
+
 def test_too_little_history_leaves_the_manual_quantile() -> None:
     load = _daily(200)
     bounds = Bounds(objective.QUANTILES, np.full((5, 199), 100.0), np.zeros(5))

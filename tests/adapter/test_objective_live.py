@@ -254,6 +254,7 @@ def test_a_target_with_an_objective_gets_a_choice_shown_in_metrics_and_the_confi
         f"predictive_metrics_adapter_setting_forecast_utilisation{key} "
         f"{sizing.forecast_utilisation}",
         f"predictive_metrics_adapter_objective_max_time_above_capacity_ratio{key} 0.05",
+        f"predictive_metrics_adapter_objective_headroom_ratio{key} 0.0",
         f"predictive_metrics_adapter_objective_met{key} 1.0",
         f"predictive_metrics_adapter_setting_tuned{key} 1.0",
         f"predictive_metrics_adapter_bound_calibrated{key} 1.0",

@@ -167,6 +167,22 @@ def test_protocol_startup_of_two_steps() -> None:
     assert scores.scale_events == 1
 
 
+def test_the_time_above_a_share_of_the_capacity_is_scored_when_asked_for() -> None:
+    # One pod of 10 throughout (min = max = 1): loads 8, 9.5 and 11 are above 7.5 (75 %) at
+    # three steps, above 9 (90 %) at two, above the capacity at one.
+    load = np.array([5.0, 8, 9.5, 11])
+    trace = simulate(
+        [reactive_metric(load, 10.0, 300)], protocol_autoscaler(300, 1, 1), 300, startup_seconds=0
+    )
+    scores = score(trace, load, 10.0, shares=(0.9, 0.75))
+    assert scores.time_above_capacity == pytest.approx(1 / 4)
+    assert scores.time_above(1.0) == pytest.approx(1 / 4)
+    assert scores.time_above(0.9) == pytest.approx(2 / 4)
+    assert scores.time_above(0.75) == pytest.approx(3 / 4)
+    with pytest.raises(KeyError, match="0.5 of capacity"):
+        scores.time_above(0.5)
+
+
 def test_protocol_on_a_tiny_series() -> None:
     # c = 10, u = 0.5 → 5 per pod; S = 1; 2 pods at first.
     # step 0: no load seen → 2.      step 1: sees 10, 10/(5x2) = 1 → 2.
