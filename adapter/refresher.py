@@ -353,7 +353,10 @@ class Refresher:
         refit = state.usage is not plan.usage
         if refit and plan.usage is not None:
             state.usage, state.fitted_at = plan.usage, now
-            logger.info("target %s/%s: usage model %s", *state.key, plan.usage.summary())
+            summary = plan.usage.summary()
+            if summary != state.usage_logged:
+                logger.info("target %s/%s: usage model %s", *state.key, summary)
+                state.usage_logged = summary
         if plan.note != state.noted:
             if plan.note:
                 logger.warning("target %s/%s: %s", *state.key, plan.note)

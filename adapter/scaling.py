@@ -74,10 +74,12 @@ class UsageModel:
 
     def summary(self) -> str:
         costs = ", ".join(f"{cost:.4g}" for cost in self.costs)
-        return (
-            f"{self.method}: base {self.base:.4g} per replica, costs {costs} "
-            f"(held-out error {100 * self.held_out_error:.1f}%)"
+        error = (
+            "the fallback where no regression fits the history: no held-out error"
+            if math.isnan(self.held_out_error)
+            else f"held-out error {100 * self.held_out_error:.1f}%"
         )
+        return f"{self.method}: base {self.base:.4g} per replica, costs {costs} ({error})"
 
 
 def fit_usage(usage: np.ndarray, replicas: np.ndarray, traffic: np.ndarray) -> UsageModel:

@@ -213,6 +213,8 @@ class TargetState:
     """The failure last logged, so that a lasting one is logged once ('' when healthy)."""
     noted: str = ""
     """The planning note last logged."""
+    usage_logged: str = ""
+    """The usage model last logged (a refit to the same model is not logged again)."""
     peaks: PeakLog | None = None
     """The median's lead-window maximum per recent origin (capacity policy only)."""
     choice: objective.Choice | None = None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -184,6 +186,40 @@ def test_rule_metric_resource_policy_and_kapacity_result(model: Forecaster) -> N
         for key, count in series.items()
     )
     assert data["expireTime"].endswith("Z")
+
+
+def test_a_refit_to_the_same_usage_model_is_logged_once(
+    model: Forecaster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fits: list[scaling.UsageModel] = []
+
+    def fit(*_: object) -> scaling.UsageModel:
+        fits.append(scaling.UsageModel(0.0, (0.002,), "proportional", math.nan))  # a new object
+        return fits[-1]
+
+    monkeypatch.setattr(scaling, "fit_usage", fit)
+    ready = lambda t: np.ceil(daily_load(t) / 40)  # noqa: E731
+    source = FakeHistorySource(
+        signals={
+            RENDERED: daily_load,
+            "api_cpu": lambda t: 0.002 * daily_load(t),
+            "api_ready": ready,
+        },
+        series={'{__name__=~"^http_requests.*"}': ["http_requests_total"]},
+        now=NOW,
+    )
+    clock = Clock(NOW)
+    refresher, _ = pipeline(RESOURCE, source, model, clock)
+    with caplog.at_level(logging.INFO, logger="adapter"):
+        for hour in range(3):  # each refresh an hour on: the usage model is due for a refit
+            clock.now = source.now = NOW + 3600 * hour
+            assert asyncio.run(refresher.refresh()).failed == 0
+    assert len(fits) == 3
+    logged = [r.getMessage() for r in caplog.records if "usage model" in r.getMessage()]
+    assert logged == [
+        "target shop/api: usage model proportional: base 0 per replica, costs 0.002 (the "
+        "fallback where no regression fits the history: no held-out error)"
+    ]
 
 
 def test_a_target_without_data_fails_alone(model: Forecaster) -> None:

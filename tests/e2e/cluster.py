@@ -30,6 +30,8 @@ from tests.prometheus_harness import free_port
 
 HERE = Path(__file__).parent
 DAY = datetime.timedelta(days=1)
+OLDER = {"policy/v1": "policy/v1beta1", "autoscaling/v2": "autoscaling/v2beta2"}
+"""API versions the manifests use (current clusters) -> the same schema as v1.20 serves it."""
 
 
 class ControlPlaneUnavailable(RuntimeError):
@@ -283,6 +285,17 @@ class ControlPlane:
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
         return done
+
+    def as_served(self, documents: list[dict]) -> list[dict]:
+        """`documents` with every apiVersion this server does not serve replaced by its older
+        equivalent (`OLDER`): the manifests stay written for current clusters."""
+        served = set(self.kubectl("api-versions").stdout.split())
+        return [
+            {**doc, "apiVersion": OLDER[doc["apiVersion"]]}
+            if doc["apiVersion"] not in served and doc["apiVersion"] in OLDER
+            else doc
+            for doc in documents
+        ]
 
     def apply(self, manifest: str) -> None:
         self.kubectl("apply", "-f", "-", stdin=manifest)

@@ -197,7 +197,7 @@ def _apply_deploy_overlay(cluster: ControlPlane, directory: Path, port: int) -> 
         text=True,
         check=True,
     ).stdout
-    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    documents = cluster.as_served([doc for doc in yaml.safe_load_all(rendered) if doc])
     for doc in documents:
         if doc["kind"] == "Service":
             doc["spec"]["ports"][0]["port"] = port

@@ -1,9 +1,10 @@
 """deploy/ and examples/ as kubectl renders them, accepted by the real kube-apiserver.
 
 The cluster is v1.20: it serves PodDisruptionBudget as policy/v1beta1 and HPA as
-autoscaling/v2beta2 (same schema as policy/v1 and autoscaling/v2, which the manifests use for
-current clusters), and has no cert-manager, whose kinds get minimal CRDs here so that the
-overlay's objects can be validated at all. Everything is a server-side dry run.
+autoscaling/v2beta2, the same schema as policy/v1 and autoscaling/v2, which the manifests use
+for current clusters (`ControlPlane.as_served` maps them for the older server). It has no
+cert-manager, whose kinds get minimal CRDs here so that the overlay's objects can be
+validated at all. Everything is a server-side dry run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import adapter
 from tests.e2e.cluster import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
-FOR_1_20 = {"policy/v1": "policy/v1beta1", "autoscaling/v2": "autoscaling/v2beta2"}
 CERT_MANAGER_CRDS = [
     {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -83,9 +83,36 @@ def render(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
+REMOVED = {
+    "policy/v1beta1": "1.25",
+    "autoscaling/v2beta1": "1.25",
+    "autoscaling/v2beta2": "1.26",
+    "apiregistration.k8s.io/v1beta1": "1.22",
+    "rbac.authorization.k8s.io/v1beta1": "1.22",
+    "apiextensions.k8s.io/v1beta1": "1.22",
+}
+"""API versions current clusters no longer serve -> the release that removed them."""
+KUSTOMIZATIONS = [
+    "deploy",
+    "deploy/overlays/e2e",
+    "deploy/overlays/cert-manager",
+    "deploy/overlays/keda",
+]
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
+def test_no_manifest_uses_an_api_version_current_clusters_removed(folder: str) -> None:
+    removed = [
+        f"{d['kind']} {d['metadata']['name']}: {d['apiVersion']}, gone in "
+        f"{REMOVED[d['apiVersion']]}"
+        for d in render(ROOT / folder)
+        if d["apiVersion"] in REMOVED
+    ]
+    assert removed == []
+
+
 def dry_run(cluster: ControlPlane, documents: list[dict]) -> None:
-    for document in documents:
-        document["apiVersion"] = FOR_1_20.get(document["apiVersion"], document["apiVersion"])
+    documents = cluster.as_served(documents)
     namespaces = [d for d in documents if d["kind"] == "Namespace"]
     if namespaces:
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(namespaces))
@@ -96,10 +123,7 @@ def dry_run(cluster: ControlPlane, documents: list[dict]) -> None:
     assert done.stdout.count("(server dry run)") == len(documents), done.stdout
 
 
-@pytest.mark.parametrize(
-    "folder",
-    ["deploy", "deploy/overlays/e2e", "deploy/overlays/cert-manager", "deploy/overlays/keda"],
-)
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
 def test_kustomizations_render_and_the_api_server_accepts_them(
     cluster: ControlPlane, folder: str
 ) -> None:
