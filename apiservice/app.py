@@ -5,10 +5,10 @@ Middleware, outermost first:
 1. *observe*: request count and latency by route template and code (for /metrics);
 2. *drain*: tracks the request, so that shutdown answers it (`apiservice.drain`);
 3. *status*: any exception below becomes a `metav1.Status` answer (`apiservice.status`);
-4. *guard*: OpenAPI paths answer 404 unauthenticated (the aggregator fetches them without
-   groups); always-allowed paths (health) skip authentication; everything else is
-   authenticated (401) and then authorized (403) before its handler runs, so an unknown
-   path tells an anonymous caller nothing.
+4. *guard*: OpenAPI paths are served without authentication (the aggregator fetches them
+   without groups; see `apiservice.openapi`); always-allowed paths (health) skip
+   authentication; everything else is authenticated (401) and then authorized (403) before
+   its handler runs, so an unknown path tells an anonymous caller nothing.
 
 Unknown paths answer 404 and wrong methods 405, both as `Status`.
 """

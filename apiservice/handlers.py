@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 import adapter
-from apiservice import discovery
+from apiservice import discovery, openapi as openapi_documents
 from apiservice.errors import StatusError
 from apiservice.instrumentation import CONTENT_TYPE, Instrumentation
 from apiservice.quantities import format_quantity
@@ -137,8 +137,12 @@ async def livez(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """No OpenAPI document: a 404 is what the aggregator's downloaders skip silently."""
-    raise StatusError(404, "the server does not publish an OpenAPI document")
+    """/openapi/v2, /openapi/v3 and the group-version's v3 document (`apiservice.openapi`);
+    any other /openapi/v3 path is a 404."""
+    document = openapi_documents.DOCUMENTS.get(request.path)
+    if document is None:
+        raise StatusError(404, "the server could not find the requested resource")
+    return openapi_documents.response(request, document)
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:

@@ -61,9 +61,9 @@ ROUTES = [
     (f"{BASE}/namespaces/shop/predicted_replicas/name", 404, "NotFound"),
     (f"{BASE}/predicted_replicas", 404, "NotFound"),
     ("/api/v1/pods", 404, "NotFound"),
-    ("/openapi/v2", 404, "NotFound"),
-    ("/openapi/v3", 404, "NotFound"),
-    ("/openapi/v3/apis/external.metrics.k8s.io/v1beta1", 404, "NotFound"),
+    ("/openapi/v3/apis", 404, "NotFound"),
+    ("/openapi/v3/apis/custom.metrics.k8s.io/v1beta1", 404, "NotFound"),
+    ("/openapi/v3/apis/external.metrics.k8s.io/v1beta2", 404, "NotFound"),
 ]
 
 

@@ -262,7 +262,23 @@ def test_health_is_open_even_with_bad_credentials(server: Server, pki: PKI, path
     assert (answer.status, answer.body) == (200, b"ok")
 
 
-@pytest.mark.parametrize("path", ["/openapi/v2", "/openapi/v3", "/openapi/v3/apis"])
-def test_openapi_is_404_without_credentials(server: Server, pki: PKI, path: str) -> None:
-    code, body = call(server, pki, None, path)
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/openapi/v2", "swagger"),
+        ("/openapi/v3", "paths"),
+        ("/openapi/v3/apis/external.metrics.k8s.io/v1beta1", "openapi"),
+    ],
+)
+def test_openapi_is_served_without_credentials(
+    server: Server, pki: PKI, path: str, key: str
+) -> None:
+    """The aggregator fetches these without groups; they describe the API, never its data."""
+    code, body = call(server, pki, None, path, Authorization="Bearer wrong-token", **ESCALATION)
+    assert code == 200
+    assert key in body
+
+
+def test_unknown_openapi_paths_are_404_without_credentials(server: Server, pki: PKI) -> None:
+    code, body = call(server, pki, None, "/openapi/v3/apis")
     assert (code, body["reason"]) == (404, "NotFound")

@@ -5,6 +5,7 @@ extension-apiserver-authentication ConfigMap as the only source of trust."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,47 @@ def test_discovery_through_the_aggregator_lists_the_metric(
 ) -> None:
     done = cluster.kubectl("api-resources", "--api-group=external.metrics.k8s.io", "-o", "name")
     assert done.stdout.split() == ["predicted_replicas.external.metrics.k8s.io"]
+
+
+def test_the_aggregator_loads_the_openapi_document(
+    cluster: ControlPlane, adapter: Registered
+) -> None:
+    """kube-apiserver downloads /openapi/v2 a second after the APIService appears and merges
+    it into its own; a 404 (the adapter's answer before it published documents) is logged as
+    `loading OpenAPI spec for "v1beta1.external.metrics.k8s.io" failed with: OpenAPI spec
+    does not exist` and retried with backoff.
+
+    v1.20's first download often races the availability check: its own proxy answers
+    `503 service unavailable` without asking the adapter, and the download is retried a
+    second after the APIService turns Available. That line is not the adapter's doing."""
+    started = time.monotonic()
+    metric_path = f"{BASE}/namespaces/{{namespace}}/{{metric}}"
+    merged: dict = {}
+    while time.monotonic() - started < 20:
+        merged = json.loads(cluster.kubectl("get", "--raw", "/openapi/v2").stdout)
+        if metric_path in merged["paths"]:
+            break
+        time.sleep(1)
+    time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+    log = (cluster.dir / "kube-apiserver.log").read_text(errors="replace")
+    failures = [
+        line
+        for line in log.splitlines()
+        if 'loading OpenAPI spec for "v1beta1.external.metrics.k8s.io" failed' in line
+        and "ResponseCode: 503, Body: service unavailable" not in line
+    ]
+    assert failures == []
+    answers = merged["paths"][metric_path]["get"]["responses"]
+    assert answers["200"]["schema"] == {
+        "$ref": "#/definitions/io.k8s.metrics.pkg.apis.external_metrics.v1beta1."
+        "ExternalMetricValueList"
+    }
+    value = merged["definitions"][
+        "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue"
+    ]
+    assert value["x-kubernetes-group-version-kind"] == [
+        {"group": "external.metrics.k8s.io", "kind": "ExternalMetricValue", "version": "v1beta1"}
+    ]
 
 
 @pytest.fixture(scope="module")
