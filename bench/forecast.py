@@ -2,8 +2,12 @@
 
 1. The evaluation protocol (`forecaster.backtest`) on every trace under `--data` that has a
    step of 5 minutes or finer, for the pretrained model and the anchors (last value, daily
-   seasonal naive, Holt-Winters, MSTL + AutoETS), measured now, side by side: relative MASE at
-   5, 10 and 15 minutes (the scaling policy's lead windows) and at 1 h and 4 h.
+   seasonal naive, Holt-Winters, MSTL + AutoETS, and Fracast-0, a pretrained foundation
+   model), measured now, side by side: relative MASE at 5, 10 and 15 minutes (the scaling
+   policy's lead windows) and at 1 h and 4 h. With `--leave-one-out DIR` each trace is
+   forecast by ``DIR/<its source>``, a model trained without that source (here and in 2.), and
+   the table is printed pooled and per held-out source: the figure that says how the model
+   does on traffic it has never seen.
 2. The lead-window maximum (`lead_window_scores`): what the scaling policy sizes for is the
    maximum load over the W = S + 1 steps t .. t + S a count ordered at step t must cover
    (`adapter.objective`). Over the last day of each trace's evaluation span, at every step, three
@@ -40,7 +44,7 @@ from adapter.backfill import CHUNK, BatchForecaster, forecast_origins
 from adapter.objective import CALIBRATION_STEPS, lead_window_bounds, realised_peaks
 from forecaster import backtest, series as series_module
 from forecaster.artifacts import default_path
-from forecaster.predictor import load_forecaster
+from forecaster.predictor import Forecaster, load_forecaster
 from forecaster.series import Series
 
 LEAD_WINDOWS = (2, 3)
@@ -276,6 +280,15 @@ def spread(traces: Sequence[Series], count: int) -> list[Series]:
     return [traces[index] for index in picks]
 
 
+def held_out_models(folder: Path, traces: Sequence[Series]) -> dict[str, Forecaster]:
+    """``folder/<source>`` for every source of `traces`; a missing one is an error."""
+    sources = sorted({backtest.source_of(trace.name) for trace in traces})
+    missing = [source for source in sources if not (folder / source).is_dir()]
+    if missing:
+        raise SystemExit(f"--leave-one-out: no model folder for {', '.join(missing)} in {folder}")
+    return {source: load_forecaster(folder / source) for source in sources}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -287,6 +300,13 @@ def main() -> None:
         default=LEAD_SERIES,
         help="series the lead-window section runs on, spread evenly over the set (0: skip it)",
     )
+    parser.add_argument(
+        "--leave-one-out",
+        type=Path,
+        help="folder of models, one per source (``<folder>/<source>``, trained without it): "
+        "each trace is forecast by the model that never saw its source, and the accuracy "
+        "table is printed pooled and per held-out source",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -296,15 +316,28 @@ def main() -> None:
     size = sum(path.stat().st_size for path in folder.iterdir())
 
     traces = backtest.prepare(series_module.read_folder(args.data))
-    summaries = backtest.compare(forecaster, args.anchors, traces)
-    print(backtest.table(summaries, len(traces)))
+    models: dict[str, Forecaster] = {}
+    if args.leave_one_out is None:
+        summaries = backtest.compare(forecaster, args.anchors, traces)
+        print(backtest.table(summaries, len(traces)))
+    else:
+        models = held_out_models(args.leave_one_out, traces)
+        summaries = backtest.compare(
+            lambda trace: models[backtest.source_of(trace.name)], args.anchors, traces
+        )
+        print("leave one source out: each source's traces forecast by a model trained without it")
+        print(backtest.table(summaries, len(traces)))
+        for source, part in backtest.by_source(summaries).items():
+            print(f"\nheld out: {source}")
+            print(backtest.table(part, len(part[0].per_series)))
 
     chosen = spread(traces, args.lead_series)
     if chosen:
         began = time.perf_counter()
         lead_scores = []
         for trace in chosen:
-            lead_scores += lead_window_scores(forecaster, trace)
+            model = models.get(backtest.source_of(trace.name), forecaster)
+            lead_scores += lead_window_scores(model, trace)
         lead_seconds = time.perf_counter() - began
         print(f"  lead windows: {lead_seconds:.0f}s", file=sys.stderr, flush=True)
         print()

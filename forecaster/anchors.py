@@ -10,6 +10,8 @@ returns a float64 array of shape `(len(quantiles), horizon)`: row `i` is the for
   fitted on the trailing `HOLT_WINTERS_WINDOW_DAYS` days of the context.
 - `mstl_autoets`: statsforecast MSTL (daily season, plus a weekly one when the context holds two
   weeks) with an additive-error AutoETS forecasting the seasonally adjusted series.
+- `fracast_zero`: Fracast-0, a pretrained foundation model, zero-shot; the loaded model is held
+  by `forecaster.pretrained` (this module holds none).
 
 Shared rules:
 
@@ -343,9 +345,35 @@ def _load_statsforecast() -> tuple[Any, Any]:
     return MSTL, AutoETS
 
 
+def fracast_zero(
+    context: FloatArray, step_seconds: int, horizon: int, quantiles: Sequence[float]
+) -> FloatArray:
+    """Fracast-0, a pretrained foundation model, zero-shot (loaded by `forecaster.pretrained`
+    on the first call). A level between two of its levels (0.1, 0.2 .. 0.9) is interpolated
+    between their forecasts; a level outside them is refused. A context of fewer than its
+    minimum of observations gets `last_value`'s forecast."""
+    ctx = _prepare(context, step_seconds, horizon, quantiles)
+    from forecaster import pretrained
+
+    low, high = pretrained.LEVELS[0], pretrained.LEVELS[-1]
+    outside = [f"{level:g}" for level in ctx.levels if not low - 1e-9 <= level <= high + 1e-9]
+    if outside:
+        raise ValueError(
+            f"Fracast-0 forecasts the levels {low:g} .. {high:g}, not {', '.join(outside)}"
+        )
+    if np.sum(np.isfinite(ctx.observed)) < pretrained.MIN_CONTEXT:
+        return _last_value(ctx)
+    steps = pretrained.forecast(ctx.filled, horizon)
+    values = np.array(
+        [[np.interp(level, pretrained.LEVELS, row) for row in steps] for level in ctx.levels]
+    )
+    return _assemble(ctx, np.zeros(horizon), values)
+
+
 ANCHORS: dict[str, Anchor] = {
     "last-value": last_value,
     "seasonal-naive": seasonal_naive,
     "holt-winters": holt_winters,
     "mstl-autoets": mstl_autoets,
+    "fracast-0": fracast_zero,
 }

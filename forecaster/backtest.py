@@ -94,7 +94,19 @@ def origins(length: int) -> range:
 
 
 def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
-    scores = [_score(trace, method) for trace in traces]
+    return evaluate_each(name, lambda trace: method, traces)
+
+
+def evaluate_each(
+    name: str, method_for: Callable[[Series], Method], traces: Sequence[Series]
+) -> Summary:
+    """Each trace forecast by the method `method_for` names for it (a leave-one-source-out
+    run: the model trained without the trace's source)."""
+    return summarise(name, [_score(trace, method_for(trace)) for trace in traces])
+
+
+def summarise(name: str, scores: Sequence[SeriesScore]) -> Summary:
+    """Scores of some series as one method's summary (geometric mean of relative MASE)."""
     relative: dict[int, float] = {}
     for horizon in HORIZONS:
         values = np.array([score.relative(horizon) for score in scores])
@@ -105,8 +117,25 @@ def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
         wql=float(np.mean([score.wql for score in scores])),
         exceedance=sum(s.exceed for s in scores) / max(1, sum(s.observed for s in scores)),
         cpu_ms=1000 * sum(s.cpu_seconds for s in scores) / max(1, sum(s.forecasts for s in scores)),
-        per_series=scores,
+        per_series=list(scores),
     )
+
+
+def source_of(name: str) -> str:
+    """The source of a trace: the top folder of its name."""
+    return name.split("/", 1)[0]
+
+
+def by_source(summaries: Sequence[Summary]) -> dict[str, list[Summary]]:
+    """Each source's share of `summaries`: every method on that source's series only."""
+    sources = sorted({source_of(score.name) for s in summaries for score in s.per_series})
+    return {
+        source: [
+            summarise(s.method, [x for x in s.per_series if source_of(x.name) == source])
+            for s in summaries
+        ]
+        for source in sources
+    }
 
 
 def _score(trace: Series, method: Method) -> SeriesScore:
@@ -163,15 +192,27 @@ def _seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
     return np.asarray(context[len(context) + steps - DAY * (1 + steps // DAY)])
 
 
-def compare(forecaster: Forecaster, anchors: str, traces: Sequence[Series]) -> list[Summary]:
+def compare(
+    forecaster: Forecaster | Callable[[Series], Forecaster],
+    anchors: str,
+    traces: Sequence[Series],
+) -> list[Summary]:
     """The model, then the anchors named by `anchors` (see `anchor_methods`), on every trace;
-    progress goes to stderr."""
-    summaries = []
-    for name, method in [("model", forecaster.predict), *anchor_methods(anchors)]:
+    progress goes to stderr. `forecaster` may be a function of the trace (leave one source
+    out: the model that never saw the trace's source)."""
+    model_for = _every_trace(forecaster) if isinstance(forecaster, Forecaster) else forecaster
+    began = time.perf_counter()
+    summaries = [evaluate_each("model", lambda trace: model_for(trace).predict, traces)]
+    print(f"  model: {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
+    for name, method in anchor_methods(anchors):
         began = time.perf_counter()
         summaries.append(evaluate(name, method, traces))
         print(f"  {name}: {time.perf_counter() - began:.0f}s", file=sys.stderr, flush=True)
     return summaries
+
+
+def _every_trace(forecaster: Forecaster) -> Callable[[Series], Forecaster]:
+    return lambda trace: forecaster
 
 
 def anchor_methods(spec: str) -> list[tuple[str, Method]]:

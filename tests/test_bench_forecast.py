@@ -8,6 +8,7 @@ policy uses, and the 1 h / 4 h figures pinned), and the lead-window maximum sect
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,36 @@ def test_spread_takes_series_evenly_from_first_to_last() -> None:
     assert [t.name for t in forecast.spread(traces, 4)] == ["s/00", "s/03", "s/06", "s/09"]
     assert forecast.spread(traces, 0) == []
     assert len(forecast.spread(traces, 50)) == 10
+
+
+# --- leave one source out -----------------------------------------------------------------
+
+
+def test_each_trace_is_forecast_by_its_own_sources_method_and_reported_per_source() -> None:
+    line = 0.5 * np.arange(5 * DAY)
+    traces = [series_of("a/one", line), series_of("a/two", 2 * line), series_of("b/one", line)]
+    asked: list[str] = []
+
+    def method_for(trace: Series) -> backtest.Method:
+        asked.append(trace.name)
+        if backtest.source_of(trace.name) == "a":
+            return last_value_method
+        return toy_method
+
+    summary = backtest.evaluate_each("model", method_for, traces)
+    assert asked == ["a/one", "a/two", "b/one"]
+    by_source = backtest.by_source([summary, backtest.evaluate("last", last_value_method, traces)])
+    assert list(by_source) == ["a", "b"]
+    held_a, last_a = by_source["a"]
+    assert [s.name for s in held_a.per_series] == ["a/one", "a/two"]
+    # Source a was forecast by the last value: the same figures as the last-value row.
+    assert held_a.relative_mase == pytest.approx(last_a.relative_mase)
+    held_b, last_b = by_source["b"]
+    assert held_b.relative_mase != pytest.approx(last_b.relative_mase)
+
+
+def test_a_missing_held_out_model_is_named(tmp_path: Path) -> None:
+    traces = [series_of("a/one", np.ones(10)), series_of("b/one", np.ones(10))]
+    (tmp_path / "a").mkdir()
+    with pytest.raises(SystemExit, match="no model folder for b"):
+        forecast.held_out_models(tmp_path, traces)

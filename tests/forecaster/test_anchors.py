@@ -1,6 +1,7 @@
 """The statistical anchors: shapes, quantile order, exactness on easy series, gaps, fallbacks.
 
-The statsmodels and statsforecast anchors are skipped only when their library is missing.
+The statsmodels, statsforecast and Fracast-0 anchors are skipped only when their library is
+missing.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from forecaster.anchors import (
 
 STEP = 300  # 5-minute grid
 DAY = 288  # points per day at STEP
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-LIBRARY = {"holt-winters": "statsmodels", "mstl-autoets": "statsforecast"}
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)  # within the levels Fracast-0 forecasts
+LIBRARY = {"holt-winters": "statsmodels", "mstl-autoets": "statsforecast", "fracast-0": "fracast"}
 
 
 def daily_sine(
@@ -49,7 +50,13 @@ def anchor(request: pytest.FixtureRequest) -> Anchor:
 
 
 def test_anchor_names() -> None:
-    assert set(ANCHORS) == {"last-value", "seasonal-naive", "holt-winters", "mstl-autoets"}
+    assert set(ANCHORS) == {
+        "last-value",
+        "seasonal-naive",
+        "holt-winters",
+        "mstl-autoets",
+        "fracast-0",
+    }
 
 
 def test_shape_dtype_and_quantile_order(anchor: Anchor) -> None:
@@ -101,7 +108,7 @@ def test_last_value_carries_the_last_observation_over_a_trailing_gap() -> None:
     assert np.all(out[2] > out[0])
 
 
-@pytest.mark.parametrize("name", ["holt-winters", "mstl-autoets"])
+@pytest.mark.parametrize("name", ["holt-winters", "mstl-autoets", "fracast-0"])
 @pytest.mark.parametrize("days", [5, 14])
 def test_seasonal_models_beat_last_value_on_a_daily_pattern(name: str, days: int) -> None:
     """MAE over 48 steps from four origins a quarter-day apart (rising, peak, falling, trough).
@@ -203,3 +210,13 @@ def test_importing_the_module_leaves_the_optional_libraries_alone() -> None:
         check=True,
     )
     assert result.stdout.strip() == "none"
+
+
+def test_fracast_refuses_a_level_it_does_not_forecast() -> None:
+    fracast = available("fracast-0")
+    with pytest.raises(ValueError, match="not 0.05, 0.95"):
+        fracast(daily_sine(3), STEP, 12, (0.05, 0.5, 0.95))
+    # Between two of its levels: between their forecasts.
+    out = fracast(daily_sine(3), STEP, 12, (0.2, 0.25, 0.3))
+    assert np.all(out[0] <= out[1])
+    assert np.all(out[1] <= out[2])
