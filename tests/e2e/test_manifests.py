@@ -19,44 +19,22 @@ import adapter
 from tests.e2e.cluster import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
-CERT_MANAGER_CRDS = [
-    {
+
+
+def minimal_crd(group: str, version: str, kind: str, plural: str) -> dict:
+    """A CustomResourceDefinition that accepts any object of the kind: enough for a server-side
+    dry run of manifests whose operator the test cluster does not run."""
+    return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.cert-manager.io"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
-            "group": "cert-manager.io",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-    for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates"))
-]
-KEDA_CRDS = [
-    {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.keda.sh"},
-        "spec": {
-            "group": "keda.sh",
+            "group": group,
             "scope": "Namespaced",
             "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
             "versions": [
                 {
-                    "name": "v1alpha1",
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "schema": {
@@ -69,11 +47,27 @@ KEDA_CRDS = [
             ],
         },
     }
+
+
+CERT_MANAGER_CRDS = [
+    minimal_crd("cert-manager.io", "v1", kind, plural)
+    for kind, plural in (("Issuer", "issuers"), ("Certificate", "certificates"))
+]
+KEDA_CRDS = [
+    minimal_crd("keda.sh", "v1alpha1", kind, plural)
     for kind, plural in (
         ("ScaledObject", "scaledobjects"),
         ("TriggerAuthentication", "triggerauthentications"),
     )
 ]
+OVERLAY_CRDS = {
+    "cert-manager": (CERT_MANAGER_CRDS, "certificates.cert-manager.io"),
+    "prometheus-rules": (
+        [minimal_crd("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")],
+        "prometheusrules.monitoring.coreos.com",
+    ),
+}
+"""Overlays whose kinds need CRDs on the test cluster -> those CRDs and a resource to wait for."""
 
 
 def render(path: Path) -> list[dict]:
@@ -97,6 +91,7 @@ KUSTOMIZATIONS = [
     "deploy/overlays/e2e",
     "deploy/overlays/cert-manager",
     "deploy/overlays/keda",
+    "deploy/overlays/prometheus-rules",
 ]
 
 
@@ -135,15 +130,14 @@ def test_kustomizations_render_and_the_api_server_accepts_them(
     else:
         api_service = next(d for d in documents if d["kind"] == "APIService")
         assert "insecureSkipTLSVerify" not in api_service["spec"]
-    if folder.endswith("cert-manager"):
-        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(CERT_MANAGER_CRDS))
+    overlay = Path(folder).name
+    if overlay in OVERLAY_CRDS:
+        crds, resource = OVERLAY_CRDS[overlay]
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(crds))
         cluster.wait_until(
-            lambda: (
-                cluster.kubectl("get", "certificates.cert-manager.io", "-A", check=False).returncode
-                == 0
-            ),
+            lambda: cluster.kubectl("get", resource, "-A", check=False).returncode == 0,
             30,
-            "the cert-manager CRDs",
+            f"the {overlay} CRDs",
         )
     dry_run(cluster, documents)
 
