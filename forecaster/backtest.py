@@ -11,7 +11,9 @@
   *Relative MASE* = the method's MASE / the daily seasonal naive's MASE, per series, then the
   geometric mean over series (the headline figure; 1.0 = as good as "same time yesterday").
 - Weighted quantile loss over q in {0.1, 0.5, 0.9} (2 * pinball / sum |actual|, per series,
-  averaged over series), and how often the actual value exceeds the 0.9 quantile.
+  averaged over series), how often the actual value exceeds the 0.9 quantile over the whole
+  horizon, and the 0.9 quantile's coverage (share of actual values at or below it, pooled) at
+  the steps 10 minutes, 1 h and 4 h ahead.
 - CPU time per forecast (process time around each call).
 
 A per-series relative MASE of exactly 0 (a method that reproduces a trace that repeats itself
@@ -39,6 +41,8 @@ HEADLINE_HORIZONS = (12, 48)
 SHORT_HORIZONS = (1, 2, 3)
 """5, 10 and 15 minutes: the lead windows of the scaling policy (start-up of 0 to 2 steps)."""
 HORIZONS = (*SHORT_HORIZONS, *HEADLINE_HORIZONS)
+COVERAGE_HORIZONS = (2, 12, 48)
+"""10 minutes, 1 h and 4 h: where the coverage of the 0.9 quantile is reported (at that step)."""
 ORIGIN_EVERY = 24
 EVALUATION_DAYS = 3
 CONTEXT_DAYS = 14
@@ -59,6 +63,10 @@ class SeriesScore:
     observed: int
     cpu_seconds: float
     forecasts: int
+    covered: dict[int, int] = dataclasses.field(default_factory=dict)
+    """Per `COVERAGE_HORIZONS` step: forecasts whose 0.9 quantile covered the actual value."""
+    counted: dict[int, int] = dataclasses.field(default_factory=dict)
+    """Per `COVERAGE_HORIZONS` step: forecasts with an actual value there."""
 
     def relative(self, horizon: int) -> float:
         return (
@@ -76,6 +84,9 @@ class Summary:
     exceedance: float
     cpu_ms: float
     per_series: list[SeriesScore]
+    coverage: dict[int, float] = dataclasses.field(default_factory=dict)
+    """Pooled share of actual values at or below the 0.9 quantile, at each `COVERAGE_HORIZONS`
+    step."""
 
 
 def prepare(traces: Sequence[Series]) -> list[Series]:
@@ -118,6 +129,11 @@ def summarise(name: str, scores: Sequence[SeriesScore]) -> Summary:
         exceedance=sum(s.exceed for s in scores) / max(1, sum(s.observed for s in scores)),
         cpu_ms=1000 * sum(s.cpu_seconds for s in scores) / max(1, sum(s.forecasts for s in scores)),
         per_series=list(scores),
+        coverage={
+            h: sum(x.covered.get(h, 0) for x in scores)
+            / max(1, sum(x.counted.get(h, 0) for x in scores))
+            for h in COVERAGE_HORIZONS
+        },
     )
 
 
@@ -146,6 +162,8 @@ def _score(trace: Series, method: Method) -> SeriesScore:
     exceed = observed = 0
     cpu = 0.0
     count = 0
+    covered = dict.fromkeys(COVERAGE_HORIZONS, 0)
+    counted = dict.fromkeys(COVERAGE_HORIZONS, 0)
     horizon = max(HORIZONS)
     for origin in origins(len(trace)):
         start = max(0, origin - CONTEXT_DAYS * DAY)
@@ -175,6 +193,10 @@ def _score(trace: Series, method: Method) -> SeriesScore:
         magnitude += float(np.sum(np.abs(actual[seen])))
         exceed += int(np.sum(actual[seen] > forecast[-1][seen]))
         observed += int(np.sum(seen))
+        for h in COVERAGE_HORIZONS:
+            if h <= actual.size and seen[h - 1]:
+                counted[h] += 1
+                covered[h] += int(actual[h - 1] <= forecast[-1][h - 1])
     return SeriesScore(
         name=trace.name,
         mase={h: float(np.mean(errors[h])) for h in HORIZONS},
@@ -184,6 +206,8 @@ def _score(trace: Series, method: Method) -> SeriesScore:
         observed=observed,
         cpu_seconds=cpu,
         forecasts=count,
+        covered=covered,
+        counted=counted,
     )
 
 
@@ -263,6 +287,7 @@ def table(summaries: Sequence[Summary], series_count: int) -> str:
         f"{'method':<16}"
         + "".join(f" {'relMASE ' + horizon_label(h):>11}" for h in columns)
         + f" {'wQL':>8} {'P90 exceed':>10} {'CPU ms/fc':>10}"
+        + "".join(f" {'cov90 ' + horizon_label(h):>10}" for h in COVERAGE_HORIZONS)
         + "".join(f" {horizon_label(h) + ' w/o exact':>13}" for h in HEADLINE_HORIZONS if exact),
     ]
     for s in summaries:
@@ -270,6 +295,7 @@ def table(summaries: Sequence[Summary], series_count: int) -> str:
             f"{s.method:<16}"
             + "".join(f" {s.relative_mase[h]:>11.3f}" for h in columns)
             + f" {s.wql:>8.4f} {100 * s.exceedance:>9.1f}% {s.cpu_ms:>10.2f}"
+            + "".join(f" {s.coverage.get(h, math.nan):>10.3f}" for h in COVERAGE_HORIZONS)
         )
         if exact:
             kept = [score for score in s.per_series if score.name not in exact]

@@ -90,6 +90,30 @@ def test_the_table_names_every_horizon() -> None:
     assert row.split()[1:6] == [f"{(h + 1) / 576:.3f}" for h in (12, 48, 1, 2, 3)]
 
 
+def test_coverage_of_the_upper_quantile_is_counted_at_10_min_1_h_and_4_h() -> None:
+    # A line rising by 1 a step; the forecast's 0.9 row is the last value + 1.5: it covers
+    # step 1 (last + 1) and misses every later one (last + h, h >= 2).
+    trace = series_of("line/b", np.arange(5.0 * DAY))
+
+    def upper_is_last_plus(
+        times: np.ndarray, values: np.ndarray, horizon: int, quantiles: Sequence[float]
+    ) -> np.ndarray:
+        return np.tile(values[-1] + 1.5 * np.array(quantiles)[:, None] / 0.9, (1, horizon))
+
+    summary = backtest.evaluate("upper", upper_is_last_plus, [trace])
+    assert backtest.COVERAGE_HORIZONS == (2, 12, 48)
+    assert summary.coverage == {2: 0.0, 12: 0.0, 48: 0.0}
+    noisy = toy_trace()
+    scored = backtest.evaluate("toy", toy_method, [noisy]).per_series[0]
+    origins = list(backtest.origins(len(noisy)))
+    upper = {o: float(np.nanmean(noisy.values[o - 12 : o])) + 0.4 * 40 for o in origins}
+    for h in (2, 12, 48):
+        actual = {o: noisy.values[o + h - 1] for o in origins}
+        seen = [o for o in origins if np.isfinite(actual[o])]
+        assert scored.counted[h] == len(seen)
+        assert scored.covered[h] == sum(actual[o] <= upper[o] for o in seen)
+
+
 # --- the lead-window maximum ------------------------------------------------------------
 
 
