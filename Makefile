@@ -11,7 +11,7 @@ DATA   ?= ../shared/data
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev,bench,plot,keda]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev,bench,plot,keda,train]'
 	touch $@
 
 ## run: serve the bundled demo values on https://127.0.0.1:$(PORT) and print kubectl commands

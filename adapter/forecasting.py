@@ -1,6 +1,6 @@
 """Forecasting every due target in one batched call, each target's failure its own.
 
-The model runs in a dedicated worker thread (torch never runs on the event loop). The traffic
+The model runs in a dedicated worker thread (the network never runs on the event loop). The traffic
 signals of all due targets go to `Forecaster.forecast_batch` at once, one batched model call.
 A series the model cannot read fails that whole call; the targets are then forecast one by
 one, so that the error lands as `ForecastFailed` on the targets whose series caused it and the

@@ -13,7 +13,7 @@ Every cycle (``--refresh-interval``, default 1 min), for all forecast targets at
    first), in one hop. A target's backfill failure is its backfill's alone: logged once, tried
    again on its next history point; it never fails the target or the cycle.
 3. **Forecast** every traffic signal of every target with something new in one batched call,
-   in a dedicated worker thread (`adapter.forecasting`; torch never runs on the event loop).
+   in a dedicated worker thread (`adapter.forecasting`; the network never runs on the event loop).
 4. **Plan** each forecast target in that worker thread (`adapter.planning`: for a capacity
    policy the calibrated bound of the lead-window maximum at the setting in use, for a
    resource policy the load at the target's quantile over the lead time, becomes desired

@@ -429,7 +429,7 @@ async def _serve_until_signalled(
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
-        # What start-up built (the model, torch, the config) lives until exit: keep the cycle
+        # What start-up built (the model, the config) lives until exit: keep the cycle
         # collector from walking it on every full pass, which holds the GIL for ~0.1 s.
         gc.freeze()
         await on_started(server)

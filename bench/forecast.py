@@ -19,7 +19,7 @@
    (mean bound / mean realised maximum, averaged over series), per source and pooled, for
    W = 2 and 3 (S = 1 and 2). `--lead-series N` spreads it over N series (0: skip it).
 3. Inference: one `predict_batch` call for 1,000 series with 14 days of 5-minute history.
-4. Loading the model folder (after torch is imported), and the folder's size.
+4. Loading the model folder (numpy only: serving never imports torch), and the folder's size.
 
     make bench-forecast            # or: python -m bench.forecast --data ../shared/data
 
@@ -374,7 +374,7 @@ def main() -> None:
         f"({1000 * wall / args.batch:.2f} ms per series)"
     )
     print(
-        f"loading the model folder: {1000 * load_seconds:.0f} ms (torch already imported); "
+        f"loading the model folder: {1000 * load_seconds:.0f} ms; "
         f"folder size {size / 1024:.0f} KiB ({size} bytes)"
     )
 

@@ -1,7 +1,9 @@
 """The time-series forecasting model: numpy arrays of history in, quantile forecasts out.
 
-The bottom layer. It may import torch and numpy; it must not import asyncio, aiohttp, the
-Kubernetes client or anything of `adapter` and `apiservice` (import-linter enforces this).
+The bottom layer. It must not import asyncio, aiohttp, the Kubernetes client or anything of
+`adapter` and `apiservice`; serving (loading a model folder, forecasting) runs in numpy and
+must not import torch, which only training and fine-tuning use (`forecaster.training`, the
+``train`` extra). import-linter enforces both.
 
 The stable API (the adapter and outside evaluators use it):
 
@@ -13,8 +15,8 @@ The stable API (the adapter and outside evaluators use it):
 
 Command line: ``python -m forecaster {train,predict,backtest}``.
 
-The model's names load on first use: importing the package (for its errors, say) does not
-import torch, so commands that never forecast start fast and stay small.
+The model's names load on first use: importing the package (for its errors, say) loads no
+model code, so commands that never forecast start fast and stay small.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecaster import backtest, series as series_module, training
+from forecaster import backtest, series as series_module
 from forecaster.config import ModelConfig
 from forecaster.errors import ForecasterError
 from forecaster.predictor import Forecaster, load_forecaster
@@ -77,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:
+        from forecaster import training  # torch, from the train extra: only this command needs it
+    except ImportError as exc:
+        if exc.name != "torch":
+            raise
+        print("error: training needs torch: install the `train` extra", file=sys.stderr)
+        return 1
+
     if args.init is not None:
         base = load_forecaster(args.init)
         traces = (
@@ -107,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
     config = dataclasses.replace(ModelConfig(), **overrides)
     started = time.perf_counter()
     model, items = training.train(args.data, config, progress=lambda line: print(line, flush=True))
-    Forecaster(model, config, items, str(args.out)).save(args.out)
+    Forecaster(training.to_network(model, config), config, items, str(args.out)).save(args.out)
     size = sum(path.stat().st_size for path in args.out.iterdir())
     print(f"wrote {args.out} ({size / 1024:.0f} KiB) in {time.perf_counter() - started:.0f}s")
     return 0

@@ -12,6 +12,10 @@ which. `predict_batch` forecasts many series at once (one network call per step 
 Forecasts are finite; if a series was never negative, neither is its forecast. Quantiles
 other than those the model was trained on are interpolated between them; quantiles outside
 the trained range are refused rather than guessed.
+
+Serving never imports torch: the network runs in numpy (`forecaster.network`). Only
+`Forecaster.fine_tune` and `Forecaster.save` reach torch, through `forecaster.training`, which
+they import when called (the ``train`` extra).
 """
 
 from __future__ import annotations
@@ -21,12 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from forecaster import artifacts, fallback, features
 from forecaster.config import ModelConfig
 from forecaster.errors import InsufficientHistory
-from forecaster.model import SeasonalEnsembleModel
+from forecaster.network import SeasonalEnsembleNetwork
 from forecaster.series import regular
 
 MODEL = "model"
@@ -49,9 +52,13 @@ class Forecaster:
     """A loaded model; thread-safe for concurrent predictions (no mutable state)."""
 
     def __init__(
-        self, model: SeasonalEnsembleModel, config: ModelConfig, items: dict[str, int], source: str
+        self,
+        model: SeasonalEnsembleNetwork,
+        config: ModelConfig,
+        items: dict[str, int],
+        source: str,
     ) -> None:
-        self.model = model.eval()
+        self.model = model
         self.config = config
         self.items = items
         self.source = source
@@ -126,7 +133,8 @@ class Forecaster:
 
     def fine_tune(self, histories: Sequence[History], max_seconds: float = 60.0) -> Forecaster:
         """A copy trained further on these series' own history (one step size), for at most
-        `max_seconds` of CPU time; this forecaster is left as it was."""
+        `max_seconds` of CPU time; this forecaster is left as it was. Needs torch (the
+        ``train`` extra)."""
         from forecaster import training  # only fine-tuning needs the training machinery
 
         checked = [regular(times, values)[:2] for times, values in histories]
@@ -134,7 +142,11 @@ class Forecaster:
         return Forecaster(model, self.config, self.items, f"{self.source} (fine-tuned)")
 
     def save(self, folder: Path) -> None:
-        artifacts.save(self.model, self.config, self.items, folder)
+        """Write this model as a model folder. Needs torch (the ``train`` extra), which writes
+        the checkpoint in its own format."""
+        from forecaster import training  # the checkpoint is written by torch
+
+        artifacts.write(folder, training.encode(self.model), self.config, self.items)
 
     # --- internals ---------------------------------------------------------------------
 
@@ -164,14 +176,8 @@ class Forecaster:
             block[row, length - len(tail) :] = tail
             last_times[row] = times[-1]
         inputs = features.build(block, step, last_times, self.config)
-        with torch.inference_mode():
-            scaled = self.model(
-                torch.from_numpy(inputs.candidates),
-                torch.from_numpy(inputs.errors),
-                torch.from_numpy(inputs.recent),
-                torch.from_numpy(inputs.context),
-            ).numpy()
-        unscaled = scaled.astype(np.float64) * inputs.scale[:, :, None] + inputs.center[:, :, None]
+        scaled = self.model(inputs.candidates, inputs.errors, inputs.recent, inputs.context)
+        unscaled = scaled * inputs.scale[:, :, None] + inputs.center[:, :, None]
         return np.asarray(unscaled)
 
     def _finish(self, grid: np.ndarray, history: np.ndarray) -> np.ndarray:

@@ -13,11 +13,17 @@
 
 Everything random flows from `config.seed`; torch runs deterministic algorithms on a fixed
 number of threads, so the same data and config give the same checkpoint bytes.
+
+With `forecaster.model`, this is the only module here that imports torch (the ``train``
+extra): serving runs the same weights in numpy (`forecaster.network`), and the
+conversions between the two (`to_network`, `to_model`) and the checkpoint's encoding
+(`encode`) live here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forecaster import artifacts, features, series as series_module, synthetic
+from forecaster import features, series as series_module, synthetic
 from forecaster.config import ModelConfig
 from forecaster.model import SeasonalEnsembleModel, pinball_loss
+from forecaster.network import SeasonalEnsembleNetwork
 from forecaster.series import Series, resample
 
 STEP_MIX = ((60, 0.15), (300, 0.55), (900, 0.15), (3600, 0.15))
@@ -42,6 +49,40 @@ Progress = Callable[[str], None]
 class Dataset:
     features: features.Features
     targets: np.ndarray  # (N, H) float32, scaled, NaN where unobserved
+
+
+def build_model(config: ModelConfig) -> SeasonalEnsembleModel:
+    """A fresh torch model of `config`'s shape."""
+    return SeasonalEnsembleModel(
+        candidates=len(config.candidates),
+        horizon=config.prediction_length,
+        short_horizon=config.short_horizon,
+        quantiles=config.quantiles,
+        recent_window=config.recent_window,
+        context_features=features.CONTEXT_FEATURES,
+        hidden_size=config.hidden_size,
+        temperature=config.temperature,
+    )
+
+
+def to_network(model: SeasonalEnsembleModel, config: ModelConfig) -> SeasonalEnsembleNetwork:
+    """The numpy network with a copy of `model`'s weights (what serving runs)."""
+    state = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    return SeasonalEnsembleNetwork(state, config)
+
+
+def to_model(network: SeasonalEnsembleNetwork, config: ModelConfig) -> SeasonalEnsembleModel:
+    """A torch model with a copy of `network`'s weights, in evaluation mode."""
+    model = build_model(config)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in network.state_dict().items()})
+    return model.eval()
+
+
+def encode(network: SeasonalEnsembleNetwork) -> bytes:
+    """The bytes of ``checkpoint.pth`` for `network`: its ``state_dict``, saved by torch."""
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(v) for k, v in network.state_dict().items()}, buffer)
+    return buffer.getvalue()
 
 
 def train(
@@ -65,19 +106,19 @@ def train(
     progress(
         f"built {len(dataset.targets)} training windows in {time.perf_counter() - started:.0f}s"
     )
-    model = artifacts.build_model(config)
+    model = build_model(config)
     fit(model, dataset, config, progress, deadline=None)
     items = {trace.name: index for index, trace in enumerate(sorted(real, key=lambda s: s.name))}
     return model, items
 
 
 def fine_tune(
-    model: SeasonalEnsembleModel,
+    network: SeasonalEnsembleNetwork,
     config: ModelConfig,
     histories: Sequence[tuple[np.ndarray, np.ndarray]],
     max_seconds: float,
-) -> SeasonalEnsembleModel:
-    """A copy of `model` trained further on windows from `histories`, for at most
+) -> SeasonalEnsembleNetwork:
+    """A copy of `network` trained further on windows from `histories`, for at most
     `max_seconds` of CPU time (three epochs at a quarter of the learning rate otherwise)."""
     own = [Series(f"series-{i}", times, values) for i, (times, values) in enumerate(histories)]
     step = own[0].step
@@ -86,11 +127,10 @@ def fine_tune(
     tuning = dataclasses.replace(config, training_samples=2048, synthetic_fraction=0.0)
     rng = np.random.default_rng(config.seed)
     dataset = make_dataset(own, [], tuning, rng, lambda _: None, steps=((step, 1.0),))
-    tuned = artifacts.build_model(config)
-    tuned.load_state_dict(model.state_dict())
+    tuned = to_model(network, config)
     schedule = dataclasses.replace(config, epochs=3, learning_rate=config.learning_rate / 4)
     fit(tuned, dataset, schedule, lambda _: None, deadline=time.process_time() + max_seconds)
-    return tuned
+    return to_network(tuned, config)
 
 
 def make_dataset(
