@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 6443
 DATA   ?= ../shared/data
+IMAGE  ?= predictive-metrics-adapter:$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
 
-.PHONY: run test verify pytest e2e control-plane format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak bench-scaling clean
+.PHONY: run test verify pytest e2e control-plane image image-train format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak bench-scaling clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,15 @@ e2e: $(STAMP) control-plane
 ## control-plane: etcd and kube-apiserver v1.20.2 for tests/e2e (built once per machine, ~5 min)
 control-plane:
 	@bash tests/e2e/build_control_plane.sh >/dev/null
+
+## image: the serving image (no torch) with podman, as $(IMAGE); the base image is built from
+## Debian packages when no registry serves $(PYTHON_IMAGE) (first time ~2 min, then cached)
+image:
+	IMAGE=$(IMAGE) PYTHON_IMAGE=$(PYTHON_IMAGE) bash deploy/image/build.sh serve
+
+## image-train: the same plus torch (the train extra), as $(IMAGE)-train
+image-train:
+	IMAGE=$(IMAGE) PYTHON_IMAGE=$(PYTHON_IMAGE) bash deploy/image/build.sh train
 
 ## format: apply ruff's fixes and formatting
 format: $(STAMP)
