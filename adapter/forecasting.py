@@ -1,14 +1,16 @@
-"""Forecasting every due target in one batched call, each target's failure its own.
+"""Forecasting every due target in batched calls, each target's failure its own.
 
 The model runs in a dedicated worker thread (the network never runs on the event loop). The traffic
-signals of all due targets go to `Forecaster.forecast_batch` at once, one batched model call.
+signals of all due targets go to the worker in one hop, and to `Forecaster.forecast_batch`
+`SERIES_PER_CALL` at a time (which bounds the memory of a refresh of thousands of targets).
 A series the model cannot read fails that whole call; the targets are then forecast one by
 one, so that the error lands as `ForecastFailed` on the targets whose series caused it and the
 others are forecast as usual. A model that returns the wrong number of forecasts counts as
 failed the same way.
 
 `inputs` gathers a target's histories to forecast from; `track_error` keeps the realised
-error of the forecasts (what /metrics shows).
+error of the forecasts (what /metrics shows), judging each against the median forecast made
+for its step, of which a target keeps one array per signal.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from adapter.history import Points
 from adapter.state import TargetState
 
 logger = logging.getLogger(__name__)
+
+SERIES_PER_CALL = 128
+"""Series per `Forecaster.forecast_batch` call: what a call holds (its checked copy of every
+history, the model's features) stays bounded however many targets are due."""
 
 Forecasts = list[forecaster.Forecast]
 """One target's forecasts, one per traffic signal in configured order."""
@@ -80,11 +86,26 @@ async def _run(
 ) -> Forecasts:
     loop = asyncio.get_running_loop()
     results = await loop.run_in_executor(
-        pool, model.forecast_batch, histories, horizon, tuple(quantiles)
+        pool, _in_batches, model, histories, horizon, tuple(quantiles)
     )
     if len(results) != len(histories):
         raise forecaster.ForecasterError(
             f"the model returned {len(results)} forecasts for {len(histories)} series"
+        )
+    return results
+
+
+def _in_batches(
+    model: forecaster.Forecaster,
+    histories: Sequence[Points],
+    horizon: int,
+    quantiles: tuple[float, ...],
+) -> Forecasts:
+    """`model.forecast_batch` over `histories`, `SERIES_PER_CALL` at a time."""
+    results: Forecasts = []
+    for first in range(0, len(histories), SERIES_PER_CALL):
+        results += model.forecast_batch(
+            histories[first : first + SERIES_PER_CALL], horizon, quantiles
         )
     return results
 
@@ -121,12 +142,22 @@ def track_error(
         newest = int(finite[-1])
         actual = float(values[newest])
         state.status.actual_load[signal.name] = actual
-        predicted = state.previous.get(signal.name, {}).get(int(times[newest]))
+        predicted = _made_for(state.previous.get(signal.name), int(times[newest]))
         if predicted is not None:
             state.status.forecast_error[signal.name] = abs(actual - predicted) / max(
                 abs(actual), 1e-12
             )
-    stamps = result.first_timestamp + result.step_seconds * np.arange(result.values.shape[1])
-    state.previous[signal.name] = dict(
-        zip(stamps.tolist(), result.values[median].tolist(), strict=True)
+    state.previous[signal.name] = (
+        result.first_timestamp,
+        result.step_seconds,
+        result.values[median].copy(),  # a row of its own, not a view keeping every quantile
     )
+
+
+def _made_for(made: tuple[int, int, np.ndarray] | None, timestamp: int) -> float | None:
+    """The median forecast `made` for `timestamp` (None: it forecast no such step)."""
+    if made is None:
+        return None
+    first, step, median = made
+    ahead, off = divmod(timestamp - first, step)
+    return float(median[ahead]) if off == 0 and 0 <= ahead < len(median) else None

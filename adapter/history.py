@@ -20,11 +20,16 @@ under-provisions (and of two readings of a counter the larger is the later).
 For signals that are raw counters, `counter_rate` turns cumulative values into per-second
 rates, treating a decrease as a reset (the increase is then the new value itself).
 
+Memory: a history is one float64 array of `length` values, rolled forward in place; its
+timestamps are not stored but made from `end` and `step` when asked, as a read-only array shared
+by every history on the same grid (a thousand targets refreshed together ask for one grid).
+
 Pure numpy: no queries, no clock; the refresher decides what "now" is.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -54,8 +59,9 @@ class History:
 
     @property
     def timestamps(self) -> np.ndarray:
+        """The grid of the values held (int64, read-only: shared with other histories)."""
         assert self.end is not None
-        return self.end - self.step * np.arange(self.length - 1, -1, -1, dtype=np.int64)
+        return _grid(self.end, self.step, self.length)
 
     def aligned(self, now: float) -> int:
         """The newest grid point not after `now`."""
@@ -94,12 +100,14 @@ class History:
         self._place(start, end, fetched)
 
     def _place(self, start: int, end: int, fetched: np.ndarray) -> None:
+        # In place: a refresh of a thousand histories allocates nothing here.
         if self.end is None or end - self.end >= self.length * self.step:
-            self.values = np.full(self.length, np.nan)
+            self.values[:] = np.nan
         else:
             shift = (end - self.end) // self.step
             if shift > 0:
-                self.values = np.concatenate([self.values[shift:], np.full(shift, np.nan)])
+                self.values[:-shift] = self.values[shift:]
+                self.values[-shift:] = np.nan
         self.end = end if self.end is None else max(self.end, end)
         first = self.length - 1 - (self.end - start) // self.step
         lo = max(0, first)
@@ -109,6 +117,14 @@ class History:
         """The last `seconds` of history (timestamps, values)."""
         keep = min(self.length, max(1, seconds // self.step))
         return self.timestamps[-keep:], self.values[-keep:]
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(end: int, step: int, length: int) -> np.ndarray:
+    """The `length` timestamps at `step` up to `end`, read-only (callers share it)."""
+    times = end - step * np.arange(length - 1, -1, -1, dtype=np.int64)
+    times.flags.writeable = False
+    return times
 
 
 def counter_rate(values: np.ndarray, step: int) -> np.ndarray:

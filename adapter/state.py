@@ -201,7 +201,8 @@ class TargetState:
     status: TargetStatus
     usage: scaling.UsageModel | None = None
     fitted_at: float = -math.inf
-    previous: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
+    previous: dict[str, tuple[int, int, np.ndarray]] = dataclasses.field(default_factory=dict)
+    """Per signal, the median forecast made last: (its first timestamp, its step, its values)."""
     planned_end: int | None = None
     """The newest history point the published prediction was made from."""
     result: tuple[list[tuple[int, int]], float] | None = None

@@ -7,7 +7,8 @@
 `timestamps` are evenly spaced int64 unix seconds (any step from 1 minute to 1 hour), `values`
 float64 with NaN for gaps. Series with at least `min_history_days` of history go through the
 model; shorter ones through a documented fallback (`forecaster.fallback`); `forecast()` says
-which. `predict_batch` forecasts many series at once (one network call per step size).
+which. `predict_batch` forecasts many series at once (per step size, network calls of at most
+`ROWS_PER_CALL` series).
 
 Forecasts are finite; if a series was never negative, neither is its forecast. Quantiles
 other than those the model was trained on are interpolated between them; quantiles outside
@@ -33,6 +34,12 @@ from forecaster.network import SeasonalEnsembleNetwork
 from forecaster.series import regular
 
 MODEL = "model"
+ROWS_PER_CALL = 128
+"""Series the network reads at once: the features of a batch (float64, a dozen arrays of
+rows x context steps) are built and freed this many rows at a time, which bounds the memory
+of forecasting thousands of series. A row's features depend on that row alone; its forecast
+is the same up to the rounding of the network's matrix products, which varies with the size
+of a batch (chunked or not)."""
 
 History = tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray]
 
@@ -167,18 +174,22 @@ class Forecaster:
     def _model_forecast(
         self, series: list[tuple[np.ndarray, np.ndarray, int]], step: int
     ) -> np.ndarray:
-        """(B, Q_grid, H_max) unscaled forecasts for series that share `step`."""
+        """(B, Q_grid, H_max) unscaled forecasts for series that share `step`, computed
+        `ROWS_PER_CALL` series at a time."""
         length = self.config.context_steps(step)
-        block = np.full((len(series), length), np.nan)
-        last_times = np.empty(len(series), dtype=np.int64)
-        for row, (times, values, _) in enumerate(series):
-            tail = values[-length:]
-            block[row, length - len(tail) :] = tail
-            last_times[row] = times[-1]
-        inputs = features.build(block, step, last_times, self.config)
-        scaled = self.model(inputs.candidates, inputs.errors, inputs.recent, inputs.context)
-        unscaled = scaled * inputs.scale[:, :, None] + inputs.center[:, :, None]
-        return np.asarray(unscaled)
+        parts = []
+        for first in range(0, len(series), ROWS_PER_CALL):
+            rows = series[first : first + ROWS_PER_CALL]
+            block = np.full((len(rows), length), np.nan)
+            last_times = np.empty(len(rows), dtype=np.int64)
+            for row, (times, values, _) in enumerate(rows):
+                tail = values[-length:]
+                block[row, length - len(tail) :] = tail
+                last_times[row] = times[-1]
+            inputs = features.build(block, step, last_times, self.config)
+            scaled = self.model(inputs.candidates, inputs.errors, inputs.recent, inputs.context)
+            parts.append(scaled * inputs.scale[:, :, None] + inputs.center[:, :, None])
+        return np.concatenate(parts)
 
     def _finish(self, grid: np.ndarray, history: np.ndarray) -> np.ndarray:
         grid = np.nan_to_num(grid)

@@ -94,3 +94,31 @@ def test_counter_rate_handles_resets() -> None:
     rate = counter_rate(counts, STEP)
     assert np.isnan(rate[0])
     assert np.allclose(rate[1:], [1.0, 1.0, 0.5, 1.0])
+
+
+def test_rolls_forward_in_place_on_a_shared_read_only_grid() -> None:
+    """A refresh allocates no array per history, and histories on one grid share their
+    timestamps (a thousand targets hold their values and one grid), with the same values as a
+    history that kept every point."""
+    first, second = History(STEP, 10), History(STEP, 10)
+    held = first.values
+    kept: dict[int, float] = {}
+    # A first load, rolls of one, three and nine steps (each re-reading the overlap), then a
+    # jump past the whole window (a full load again).
+    spans = [(6000 - 9 * STEP, 6000)]
+    for shift in (1, 3, 9, 25):
+        last = spans[-1][1] + shift * STEP
+        spans.append((last - (OVERLAP_STEPS if shift < 10 else 9) * STEP, last))
+    for start, end in spans:
+        stamps = np.arange(start, end + 1, STEP)
+        values = (stamps % 7000).astype(float)
+        values[stamps % (4 * STEP) == 0] = np.nan  # gaps
+        kept.update(zip(stamps.tolist(), values.tolist(), strict=True))
+        for history in (first, second):
+            history.merge(start, end, [(stamps, values)])
+        times, got = first.window(10 * STEP)
+        assert first.values is held  # rolled in place
+        assert times[-1] == end
+        assert np.array_equal(got, [kept.get(t, np.nan) for t in times.tolist()], equal_nan=True)
+        assert first.timestamps is second.timestamps
+        assert not times.flags.writeable

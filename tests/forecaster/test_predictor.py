@@ -143,3 +143,29 @@ def test_bad_input_is_a_clear_error(forecaster: Forecaster) -> None:
         forecaster.predict(times, values, 12, quantiles=(0.5, 0.99))
     with pytest.raises(InvalidSeries, match="finite"):
         forecaster.predict(times, np.r_[values[:-1], np.inf], 12)
+
+
+def test_a_large_batch_is_computed_a_bounded_number_of_series_at_a_time(
+    forecaster: Forecaster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The features of a batch are built `ROWS_PER_CALL` series at a time (their memory stays
+    bounded), with the forecasts of one whole batch."""
+    from forecaster import features, predictor
+
+    histories = [daily(3, level=level, seed=seed) for seed, level in enumerate(range(1, 301))]
+    rows: list[int] = []
+    build = features.build
+
+    def counted(values: np.ndarray, *args: object, **kwargs: object) -> object:
+        rows.append(len(values))
+        return build(values, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(features, "build", counted)
+    chunked = forecaster.predict_batch(histories, 48)
+    assert rows == [predictor.ROWS_PER_CALL] * 2 + [300 - 2 * predictor.ROWS_PER_CALL]
+    monkeypatch.setattr(predictor, "ROWS_PER_CALL", len(histories))
+    rows.clear()
+    whole = forecaster.predict_batch(histories, 48)
+    assert rows == [300]
+    # Up to the rounding of the network's matrix products, which varies with a batch's size.
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=0)
