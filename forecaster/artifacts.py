@@ -8,23 +8,26 @@
   per-series embedding, so it forecasts series it has never seen; the file is provenance.
 
 Loading never guesses: a missing, unreadable, corrupt or incompatible file raises
-`ArtifactError` naming the file and the problem. Loading is serving's path and must not import
-torch (import-linter enforces it); `write` takes the checkpoint's bytes ready-made, from
-`forecaster.training`, which owns torch.
+`ArtifactError` naming the file and the problem. A folder of an older format that
+`forecaster.config` still reads loads as the current format (see there). Loading is serving's
+path and must not import torch (import-linter enforces it); `write` takes the checkpoint's
+bytes ready-made, from `forecaster.training`, which owns torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from forecaster import checkpoint
-from forecaster.config import ModelConfig
+from forecaster.config import FORMAT_VERSION, ModelConfig
 from forecaster.errors import ArtifactError
 from forecaster.network import SeasonalEnsembleNetwork, parameter_shapes
 
@@ -72,6 +75,13 @@ def load(folder: Path) -> tuple[SeasonalEnsembleNetwork, ModelConfig, dict[str, 
             raise ArtifactError(
                 path, f"{key} has shape {state[key].shape}, {CONFIG} implies {shape}"
             )
+    if config.format_version != FORMAT_VERSION:
+        # An older format is the current network with what was added since at zero.
+        config = dataclasses.replace(config, format_version=FORMAT_VERSION)
+        state = {
+            name: state[name] if name in state else np.zeros(shape, dtype=np.float32)
+            for name, shape in parameter_shapes(config).items()
+        }
     return SeasonalEnsembleNetwork(state, config), config, items
 
 

@@ -3,6 +3,11 @@
 `ModelConfig` is what `estimator_config.yaml` holds. Loading checks the format version and
 every field, so that a folder written by an incompatible version fails with a message that
 names the field, instead of producing wrong forecasts.
+
+Format 2 added the lead part of the horizon (`lead_horizon`), three candidates and three
+zero-initialised parameter groups (see `forecaster.model`). A format-1 folder still loads: it
+reads as format 2 with no lead part and those parameters at zero, which is exactly the
+network it was trained as.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MODEL_NAME = "seasonal-ensemble-quantile"
 
 CANDIDATES = (
@@ -22,6 +28,9 @@ CANDIDATES = (
     "median3_adjusted",
     "median7_adjusted",
     "median7_damped",
+    "level_15m",
+    "level_1h",
+    "median7_adjusted_1h",
 )
 """The bank of seasonal forecasters the model weights (see `forecaster.features`)."""
 
@@ -48,8 +57,15 @@ class ModelConfig:
     """Steps of recent history the calibration network sees."""
     short_horizon: int = 12
     """Errors and weights are kept separately for steps [0, short) and [short, H)."""
+    lead_horizon: int = 3
+    """When above 0, [0, short) is split at it: the steps the scaling policy's lead windows
+    read (5 to 15 minutes at a 5-minute step) get in-context errors and weights of their own."""
     backtest_days: float = 2.0
     backtest_every_seconds: int = 14400
+    recent_backtest_seconds: int = 14400
+    """Over this last span, origins every `recent_backtest_every_seconds` are replayed too,
+    for the parts of the horizon whose outcome is already known (format 2; 0 for none)."""
+    recent_backtest_every_seconds: int = 1800
     min_history_days: float = 2.0
     """Below this much history, a statistical fallback forecasts (see `forecaster.fallback`)."""
     temperature: float = 0.3
@@ -72,6 +88,12 @@ class ModelConfig:
         """History steps the model reads at `step` seconds: `context_length` at its own step."""
         return max(1, round(self.context_length * self.step_seconds / step))
 
+    def horizon_parts(self) -> tuple[tuple[int, int], ...]:
+        """The parts of the horizon that errors and weights are kept for, as (start, end)."""
+        cuts = [0, self.lead_horizon, self.short_horizon, self.prediction_length]
+        kept = [cut for index, cut in enumerate(cuts) if index == 0 or cut > cuts[index - 1]]
+        return tuple(zip(kept, kept[1:], strict=False))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["quantiles"] = list(self.quantiles)
@@ -85,11 +107,13 @@ class ModelConfig:
             raise ValueError("must be a mapping of hyper-parameters")
         fields = {field.name: field for field in dataclasses.fields(cls)}
         problems = [f"unknown field {key!r}" for key in data if key not in fields]
-        if data.get("format_version") != FORMAT_VERSION:
+        if data.get("format_version") not in READABLE_FORMATS:
             problems.append(
                 f"format_version is {data.get('format_version')!r}; this version reads "
-                f"{FORMAT_VERSION}"
+                f"{', '.join(map(str, READABLE_FORMATS))}"
             )
+        elif data["format_version"] == 1:
+            data = {"lead_horizon": 0, "recent_backtest_seconds": 0, **data}
         if data.get("model", MODEL_NAME) != MODEL_NAME:
             problems.append(f"model is {data.get('model')!r}, not {MODEL_NAME!r}")
         values: dict[str, Any] = {}
@@ -126,5 +150,11 @@ class ModelConfig:
             problems.append(f"unknown candidates {sorted(unknown)}")
         if not 0 < self.short_horizon < self.prediction_length:
             problems.append("short_horizon must lie inside the prediction length")
+        if not 0 <= self.lead_horizon < self.short_horizon:
+            problems.append("lead_horizon must lie in [0, short_horizon)")
+        if self.format_version == 1 and (self.lead_horizon or self.recent_backtest_seconds):
+            problems.append("format 1 has no lead_horizon and no recent_backtest_seconds")
+        if self.recent_backtest_seconds < 0 or self.recent_backtest_every_seconds <= 0:
+            problems.append("recent backtests need a span >= 0 and a positive interval")
         if problems:
             raise ValueError("; ".join(problems))

@@ -14,11 +14,16 @@ daily period P = 86400 / step. "d days ago" for forecast step h means the value 
 - ``*_adjusted``: the same shape moved to the current level (mean of the last `level_window`
   steps minus the mean of the matching steps in the reference);
 - ``median3_adjusted`` / ``median7_adjusted``: the per-step median of the last 3 / 7 days,
-  level-adjusted; ``median7_damped``: the level adjustment fades with the horizon.
+  level-adjusted; ``median7_damped``: the level adjustment fades with the horizon;
+  ``median7_adjusted_1h``: the same median moved by the level of the last hour, not the last
+  `level_window` steps (steadier on noisy series);
+- ``level_15m`` / ``level_1h``: the mean of the last 15 minutes / hour, flat (a noisy series
+  without a usable cycle is best forecast by its smoothed level, not its last point).
 
 **In-context errors**: every candidate is also run at earlier origins inside the history (every
 `backtest_every_seconds` over the last `backtest_days`), and its mean absolute error against
-what then happened is kept for the short and the long part of the horizon. That is how the
+what then happened is kept for each part of the horizon (`ModelConfig.horizon_parts`: the
+lead steps, the rest of the first hour, the rest). That is how the
 model learns which structure a series has: a series that repeats its week makes ``week``
 nearly exact, a drifting one favours the adjusted medians, a noisy flat one ``last``.
 
@@ -55,7 +60,7 @@ class Features:
     """Model inputs for a batch; arrays are float32 except `center` and `scale`."""
 
     candidates: np.ndarray  # (B, M, H) scaled forecasts
-    errors: np.ndarray  # (B, M, 2) scaled in-context mean absolute errors
+    errors: np.ndarray  # (B, M, P) scaled in-context mean absolute errors, per horizon part
     recent: np.ndarray  # (B, R) scaled recent history
     context: np.ndarray  # (B, 7): has-backtest, observed fraction, calendar (4), log step
     center: np.ndarray  # (B, 1) float64
@@ -132,8 +137,26 @@ def bank(
     median3 = nanmedian_days(ahead[:, :3]), nanmedian_days(before[:, :3])
     median7 = nanmedian_days(ahead), nanmedian_days(before)
     shift7 = np.nan_to_num(level - _nanmean(median7[1], 1))
+
+    def level_over(seconds: int) -> np.ndarray:
+        window = max(1, round(seconds / step_seconds))
+        mean = _nanmean(values[:, max(0, end - window) : end], 1)
+        return np.where(np.isnan(mean), last, mean)
+
+    hour = max(1, round(3600 / step_seconds))
+    hour_before = np.stack(
+        [
+            _gather(values, end - hour + np.arange(hour) - period * days, end)
+            for days in range(1, 8)
+        ],
+        1,
+    )
+    shift7_hour = np.nan_to_num(level_over(3600) - _nanmean(nanmedian_days(hour_before), 1))
     made = {
         "last": np.repeat(last[:, None], horizon, 1),
+        "level_15m": np.repeat(level_over(900)[:, None], horizon, 1),
+        "level_1h": np.repeat(level_over(3600)[:, None], horizon, 1),
+        "median7_adjusted_1h": median7[0] + shift7_hour[:, None],
         "day": single_ahead[0],
         "day_adjusted": adjusted(single_ahead[0], single_before[0]),
         "week": single_ahead[6],
@@ -175,20 +198,34 @@ def build(
     values = np.asarray(values, dtype=np.float64)
     batch, length = values.shape
     period = period_of(step_seconds)
-    horizon, short = config.prediction_length, config.short_horizon
+    horizon = config.prediction_length
     bank = candidates(values, length, step_seconds, config)
 
-    errors = np.zeros((batch, len(config.candidates), 2))
-    counted = np.zeros((batch, 1, 2))
+    parts = config.horizon_parts()
+    errors = np.zeros((batch, len(config.candidates), len(parts)))
+    counted = np.zeros((batch, 1, len(parts)))
     every = max(1, round(config.backtest_every_seconds / step_seconds))
     span = round(config.backtest_days * period)
-    for origin in range(length - horizon, length - horizon - span, -every):
+    origins = list(range(length - horizon, length - horizon - span, -every))
+    # Recent origins, whose outcome is known only for the first parts of the horizon: they
+    # tell the lead parts what just worked (after a level shift an hour ago, not yesterday).
+    recent_every = max(1, round(config.recent_backtest_every_seconds / step_seconds))
+    recent_span = round(config.recent_backtest_seconds / step_seconds)
+    origins += [
+        origin
+        for origin in range(length - parts[0][1], length - recent_span - 1, -recent_every)
+        if origin > length - horizon
+    ]
+    for origin in origins:
         if origin < period:
-            break
+            continue
         past = candidates(values, origin, step_seconds, config)
-        error = np.abs(past - values[:, None, origin : origin + horizon])
-        for part, window in enumerate((slice(0, short), slice(short, horizon))):
-            mean = _nanmean(error[:, :, window], 2)
+        known = min(horizon, length - origin)
+        error = np.abs(past[:, :, :known] - values[:, None, origin : origin + known])
+        for part, (start, end) in enumerate(parts):
+            if end > known:
+                continue
+            mean = _nanmean(error[:, :, start:end], 2)
             seen = np.isfinite(mean)
             errors[:, :, part] += np.where(seen, mean, 0.0)
             counted[:, :, part] += seen[:, :1]

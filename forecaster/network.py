@@ -21,7 +21,7 @@ import numpy as np
 from numpy.polynomial import chebyshev
 
 from forecaster import features
-from forecaster.config import ModelConfig
+from forecaster.config import FORMAT_VERSION, ModelConfig
 
 _EPS = 1e-2
 """Floor for errors in scale units, as in `forecaster.model`."""
@@ -52,24 +52,45 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * x * (1.0 + erf(x * (1 / math.sqrt(2)))))
 
 
+FORMAT_2_PARAMETERS = (
+    "selector.weight",
+    "selector.bias",
+    "log_profile",
+    "shift.weight",
+    "shift.bias",
+)
+"""What format 2 added; a format-1 checkpoint is read with them at zero (what they start at)."""
+
+
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The ``state_dict`` a checkpoint of `config` holds: name -> shape, in the model's order."""
+    """The ``state_dict`` a checkpoint of `config` holds: name -> shape, in the model's order
+    (a format-1 checkpoint lacks `FORMAT_2_PARAMETERS`)."""
     gaps = len(config.quantiles) - 1
     hidden = config.hidden_size
+    parts = len(config.horizon_parts())
+    candidates = len(config.candidates)
     inputs = (
-        len(config.candidates) * 4 + config.recent_window + features.CONTEXT_FEATURES
-    )  # log relative and log absolute errors, both parts of the horizon; history; context
-    return {
-        "log_temperature": (2,),
-        "log_gap": (gaps,),
-        "blend": (2, config.prediction_length),
+        candidates * 2 * parts + config.recent_window + features.CONTEXT_FEATURES
+    )  # log relative and log absolute errors, every part of the horizon; history; context
+    shapes = {
+        "log_temperature": (parts,),
         "body.0.weight": (hidden, inputs),
         "body.0.bias": (hidden,),
         "body.2.weight": (hidden, hidden),
         "body.2.bias": (hidden,),
-        "spread.weight": (gaps * 2, hidden),
-        "spread.bias": (gaps * 2,),
+        "selector.weight": (candidates * parts, hidden),
+        "selector.bias": (candidates * parts,),
+        "spread.weight": (gaps * parts, hidden),
+        "spread.bias": (gaps * parts,),
+        "log_gap": (gaps,),
+        "log_profile": (config.prediction_length,),
+        "shift.weight": (parts, hidden),
+        "shift.bias": (parts,),
+        "blend": (parts, config.prediction_length),
     }
+    if config.format_version == 1:
+        return {name: shape for name, shape in shapes.items() if name not in FORMAT_2_PARAMETERS}
+    return shapes
 
 
 class SeasonalEnsembleNetwork:
@@ -79,6 +100,8 @@ class SeasonalEnsembleNetwork:
         """`state` must have the names and shapes of `parameter_shapes(config)` (the loader
         checks that and says which file is wrong)."""
         shapes = parameter_shapes(config)
+        if config.format_version != FORMAT_VERSION:
+            raise ValueError("the loader reads older formats as the current one")
         if set(state) != set(shapes) or any(state[k].shape != s for k, s in shapes.items()):
             raise ValueError("the weights do not have the shapes of this configuration")
         self._state = {name: _frozen(state[name], np.float32) for name in shapes}
@@ -86,11 +109,12 @@ class SeasonalEnsembleNetwork:
         weights = {name: self._state[name].astype(np.float64) for name in shapes}
         self._temperature = np.exp(weights["log_temperature"])
         self._log_gap = weights["log_gap"]
+        self._log_profile = weights["log_profile"]
         self._blend = weights["blend"]
-        self._layers = [
-            (weights[f"{name}.weight"].T.copy(), weights[f"{name}.bias"])
-            for name in ("body.0", "body.2", "spread")
-        ]
+        self._layers = {
+            name: (weights[f"{name}.weight"].T.copy(), weights[f"{name}.bias"])
+            for name in ("body.0", "body.2", "selector", "spread", "shift")
+        }
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the weights as the checkpoint holds them (float32), in the model's order."""
@@ -99,23 +123,16 @@ class SeasonalEnsembleNetwork:
     def __call__(
         self,
         candidates: np.ndarray,  # (B, M, H)
-        errors: np.ndarray,  # (B, M, 2)
+        errors: np.ndarray,  # (B, M, P): per part of the horizon
         recent: np.ndarray,  # (B, R)
         context: np.ndarray,  # (B, C)
     ) -> np.ndarray:  # (B, Q, H) float64, in scale units
         candidates, errors, recent, context = (
             np.asarray(array, dtype=np.float64) for array in (candidates, errors, recent, context)
         )
-        batch = candidates.shape[0]
+        batch, parts = candidates.shape[0], errors.shape[2]
         best = errors.min(1, keepdims=True)
         relative = (errors + _EPS) / (best + _EPS)
-        logits = -(relative - 1) / self._temperature[None, None, :]
-        weights = _softmax(logits, axis=1)  # over candidates, per horizon part
-        per_step = weights @ self._blend  # (B, M, H)
-        median = (per_step * candidates).sum(1)
-
-        expected = (weights * errors).sum(1)  # (B, 2)
-        sigma = np.maximum(expected @ self._blend, _EPS)
         hidden = np.concatenate(
             [
                 np.log(relative).reshape(batch, -1),
@@ -125,11 +142,22 @@ class SeasonalEnsembleNetwork:
             ],
             1,
         )
-        (first, first_bias), (second, second_bias), (spread, spread_bias) = self._layers
-        hidden = gelu(hidden @ first + first_bias)
-        hidden = gelu(hidden @ second + second_bias)
-        correction = (hidden @ spread + spread_bias).reshape(batch, -1, 2) @ self._blend
-        gaps = np.exp(self._log_gap[None, :, None] + correction) * sigma[:, None, :]
+        for name in ("body.0", "body.2"):
+            hidden = gelu(self._linear(name, hidden))
+        logits = -(relative - 1) / self._temperature[None, None, :]
+        logits = logits + self._linear("selector", hidden).reshape(batch, -1, parts)
+        weights = _softmax(logits, axis=1)  # over candidates, per horizon part
+        per_step = weights @ self._blend  # (B, M, H)
+        median = (per_step * candidates).sum(1)
+
+        expected = (weights * errors).sum(1)  # (B, P)
+        sigma = np.maximum(expected @ self._blend, _EPS)
+        correction = self._linear("spread", hidden).reshape(batch, -1, parts) @ self._blend
+        median = median + (np.tanh(self._linear("shift", hidden)) @ self._blend) * sigma
+        gaps = (
+            np.exp(self._log_gap[None, :, None] + correction + self._log_profile[None, None, :])
+            * sigma[:, None, :]
+        )
         # The median minus / plus the gaps summed outwards from it, as torch's flipped cumsum
         # sums them (a loop over the few quantiles: numpy's cumsum along a middle axis is slow).
         out = np.empty((batch, gaps.shape[1] + 1, gaps.shape[2]))
@@ -143,6 +171,10 @@ class SeasonalEnsembleNetwork:
             total = total + gaps[:, q]
             out[:, q + 1] = median + total
         return out
+
+    def _linear(self, name: str, inputs: np.ndarray) -> np.ndarray:
+        weight, bias = self._layers[name]
+        return np.asarray(inputs @ weight + bias)
 
 
 def _softmax(logits: np.ndarray, axis: int) -> np.ndarray:

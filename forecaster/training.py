@@ -56,7 +56,7 @@ def build_model(config: ModelConfig) -> SeasonalEnsembleModel:
     return SeasonalEnsembleModel(
         candidates=len(config.candidates),
         horizon=config.prediction_length,
-        short_horizon=config.short_horizon,
+        parts=config.horizon_parts(),
         quantiles=config.quantiles,
         recent_window=config.recent_window,
         context_features=features.CONTEXT_FEATURES,
