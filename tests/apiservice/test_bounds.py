@@ -8,6 +8,7 @@ through raw TLS sockets, as an attacker would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -54,12 +55,21 @@ def tls_connection(port: int, ca: Path, timeout: float = 10) -> ssl.SSLSocket:
 
 
 def exchange(port: int, ca: Path, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes; read the answer until the server closes the connection."""
+    """Send raw bytes; read the answer until the server closes the connection.
+
+    The server may answer a large malformed request and close before all of it is sent (a
+    431 after the first 64 KB of headers): a send cut short that way still reads the answer.
+    """
     with tls_connection(port, ca) as sock:
-        sock.sendall(request)
+        with contextlib.suppress(ssl.SSLEOFError, BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
         data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ssl.SSLError, ConnectionResetError):
+            if not data:
+                raise
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     fields = (line.split(":", 1) for line in lines)
