@@ -9,7 +9,7 @@ DATA   ?= ../shared/data
 IMAGE  ?= predictive-metrics-adapter:$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 PYTHON_IMAGE ?= python:3.11-slim-bookworm
 
-.PHONY: run test verify pytest e2e control-plane image image-train format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak bench-scaling clean
+.PHONY: run test verify pytest e2e control-plane image image-train format proto train bench-serve bench-forecast bench-refresh bench-keda bench-connections bench-soak bench-scaling bench-ceiling clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ train: $(STAMP)
 ## bench-forecast: accuracy vs the anchors on $(DATA), inference and loading costs
 bench-forecast: $(STAMP)
 	$(BIN)/python -m bench.forecast --data $(DATA)
+
+## bench-ceiling: what the accuracy targets ask: scores of the candidates alone and of forecasts that read the future
+bench-ceiling: $(STAMP)
+	$(BIN)/python -m bench.ceiling --data $(DATA)
 
 ## bench-scaling: the scaling protocol (shared/reference/scaling-replay.md) on $(DATA): shortfall and pod-hours per policy, and the frontier
 bench-scaling: $(STAMP)

@@ -176,7 +176,7 @@ def _score(trace: Series, method: Method) -> SeriesScore:
         forecast = method(trace.timestamps[start:origin], context, horizon, QUANTILES)
         cpu += time.process_time() - began
         count += 1
-        seasonal = _seasonal_naive(context, horizon)
+        seasonal = seasonal_naive(context, horizon)
         seen = ~np.isnan(actual)
         for h in HORIZONS:
             window = seen[:h]
@@ -211,7 +211,9 @@ def _score(trace: Series, method: Method) -> SeriesScore:
     )
 
 
-def _seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
+def seasonal_naive(context: np.ndarray, horizon: int) -> np.ndarray:
+    """The daily seasonal naive forecast the protocol scores against: the value one day
+    (`DAY` steps) before each step, from `context` only."""
     steps = np.arange(horizon)
     return np.asarray(context[len(context) + steps - DAY * (1 + steps // DAY)])
 
