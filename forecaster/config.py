@@ -31,9 +31,6 @@ CANDIDATES = (
     "level_15m",
     "level_1h",
     "median7_adjusted_1h",
-    "median14x5_adjusted",
-    "median14x5_damped",
-    "median14x5_adjusted_1h",
 )
 """The bank of seasonal forecasters the model weights (see `forecaster.features`)."""
 

@@ -18,10 +18,7 @@ daily period P = 86400 / step. "d days ago" for forecast step h means the value 
   ``median7_adjusted_1h``: the same median moved by the level of the last hour, not the last
   `level_window` steps (steadier on noisy series);
 - ``level_15m`` / ``level_1h``: the mean of the last 15 minutes / hour, flat (a noisy series
-  without a usable cycle is best forecast by its smoothed level, not its last point);
-- ``median14x5_adjusted`` / ``_damped`` / ``_adjusted_1h``: the median, per step, of the values
-  at that step and two steps either side on each of the last 14 days (70 values), moved to the
-  current level as the 7-day medians are: a noisy series' daily shape without its noise.
+  without a usable cycle is best forecast by its smoothed level, not its last point).
 
 **In-context errors**: every candidate is also run at earlier origins inside the history (every
 `backtest_every_seconds` over the last `backtest_days`), and its mean absolute error against
@@ -156,7 +153,6 @@ def bank(
     )
     shift7_hour = np.nan_to_num(level_over(3600) - _nanmean(nanmedian_days(hour_before), 1))
     made = {
-        **_smoothed_medians(values, end, period, last, damping, config),
         "last": np.repeat(last[:, None], horizon, 1),
         "level_15m": np.repeat(level_over(900)[:, None], horizon, 1),
         "level_1h": np.repeat(level_over(3600)[:, None], horizon, 1),
@@ -170,66 +166,6 @@ def bank(
         "median7_damped": median7[0] + shift7[:, None] * damping[None, :],
     }
     return {name: np.where(np.isnan(made[name]), made["last"], made[name]) for name in made}
-
-
-SMOOTHED_DAYS = 14
-SMOOTHED_WIDTH = 2
-"""The smoothed median reads the same step and `SMOOTHED_WIDTH` steps either side of it on each
-of the last `SMOOTHED_DAYS` days: 70 values at a 5-minute step, so that a noisy series' daily
-shape is not the noise of seven single points."""
-
-
-def _smoothed_medians(
-    values: np.ndarray,
-    end: int,
-    period: int,
-    last: np.ndarray,
-    damping: np.ndarray,
-    config: ModelConfig,
-) -> dict[str, np.ndarray]:
-    """``median14x5_adjusted``, ``_damped`` and ``_1h``: the per-step median of the last 14
-    days' values around that step, moved to the current level (of the last `level_window`
-    steps, fading with `damping`, or of the last hour). Computed only when the model uses
-    them (the 70-value median is the bank's most expensive part)."""
-    names = ("median14x5_adjusted", "median14x5_damped", "median14x5_adjusted_1h")
-    if not any(name in config.candidates for name in names):
-        return {}
-    horizon, k = config.prediction_length, config.level_window
-    hour = max(1, round(period / 24))
-    offsets = np.arange(-SMOOTHED_WIDTH, SMOOTHED_WIDTH + 1)
-    days = np.arange(1, SMOOTHED_DAYS + 1)
-
-    def median_around(steps: np.ndarray) -> np.ndarray:
-        """(B, len(steps)): the median around each step (relative to `end`) over the days."""
-        at = steps[:, None, None] + offsets[None, :, None]
-        index = end + at - period * (days[None, None, :] + np.maximum(at, 0) // period)
-        windows = _gather(values, index.reshape(steps.size, -1), end)  # (B, steps, 70)
-        ordered = np.sort(windows, axis=2)  # NaN sorts last; sorting the last axis is fastest
-        count = np.sum(~np.isnan(windows), axis=2)
-        low = np.clip((count - 1) // 2, 0, None)[:, :, None]
-        high = np.clip(count // 2, 0, None)[:, :, None]
-        median = 0.5 * (
-            np.take_along_axis(ordered, low, 2)[:, :, 0]
-            + np.take_along_axis(ordered, high, 2)[:, :, 0]
-        )
-        return np.where(count > 0, median, np.nan)
-
-    ahead = median_around(np.arange(horizon))
-    before = median_around(np.arange(-hour, 0))
-    recent = values[:, max(0, end - hour) : end]
-    shift = np.nan_to_num(
-        _nanmean(values[:, max(0, end - k) : end], 1) - _nanmean(before[:, -k:], 1)
-    )
-    shift_hour = np.nan_to_num(_nanmean(recent, 1) - _nanmean(before, 1))
-    made = {
-        names[0]: ahead + shift[:, None],
-        names[1]: ahead + shift[:, None] * damping[None, :],
-        names[2]: ahead + shift_hour[:, None],
-    }
-    return {
-        name: np.where(np.isnan(forecast), last[:, None], forecast)
-        for name, forecast in made.items()
-    }
 
 
 def _within_others(days: np.ndarray, day: int) -> np.ndarray:
