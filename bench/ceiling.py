@@ -77,33 +77,31 @@ def measure(trace: Series, config: ModelConfig, widths: Sequence[int] = SMOOTHIN
     def add(row: str, h: int, error: float) -> None:
         rows.setdefault(row, {k: [] for k in backtest.HORIZONS})[h].append(error)
 
-    for origin in backtest.origins(len(trace)):
-        start = max(0, origin - backtest.CONTEXT_DAYS * backtest.DAY)
-        context = trace.values[start:origin]
-        actual = trace.values[origin : origin + horizon]
-        scale = float(np.nanmean(np.abs(context[backtest.DAY :] - context[: -backtest.DAY])))
-        if not np.isfinite(scale) or scale == 0:
-            continue
+    for window in backtest.windows(trace):
         made = features.bank(
-            context[None, :].astype(np.float64), context.size, backtest.STEP, config
+            window.context[None, :].astype(np.float64), window.context.size, backtest.STEP, config
         )
         forecasts = {name: made[name][0] for name in config.candidates}
         future = {
-            f"{FUTURE} +-{width} steps": smoothed_future(trace.values, origin, horizon, width)
+            f"{FUTURE} +-{width} steps": smoothed_future(
+                trace.values, window.origin, horizon, width
+            )
             for width in widths
         }
-        seasonal = backtest.seasonal_naive(context, horizon)
-        seen = ~np.isnan(actual)
+        seasonal = backtest.seasonal_naive(window.context, horizon)
+        seen = ~np.isnan(window.actual)
         for h in backtest.HORIZONS:
             if not seen[:h].any():
                 continue
-            naive[h].append(_error(seasonal, actual, h, scale))
-            candidate_errors = {name: _error(f, actual, h, scale) for name, f in forecasts.items()}
+            naive[h].append(backtest.scaled_error(seasonal, window, h))
+            candidate_errors = {
+                name: backtest.scaled_error(f, window, h) for name, f in forecasts.items()
+            }
             for name, value in candidate_errors.items():
                 add(name, h, value)
             add(PER_FORECAST, h, min(candidate_errors.values()))
             for name, f in future.items():
-                add(name, h, _error(f, actual, h, scale))
+                add(name, h, backtest.scaled_error(f, window, h))
     errors = {
         row: {h: float(np.mean(v)) for h, v in by_h.items() if v} for row, by_h in rows.items()
     }
@@ -115,12 +113,6 @@ def measure(trace: Series, config: ModelConfig, widths: Sequence[int] = SMOOTHIN
     return SeriesCeiling(trace.name, errors, {h: float(np.mean(v)) for h, v in naive.items() if v})
 
 
-def _error(forecast: np.ndarray, actual: np.ndarray, h: int, scale: float) -> float:
-    """Mean absolute error over the observed steps of the first `h`, in scale units."""
-    seen = ~np.isnan(actual[:h])
-    return float(np.mean(np.abs(forecast[:h][seen] - actual[:h][seen]))) / scale
-
-
 def relative(ceilings: Sequence[SeriesCeiling], row: str, h: int) -> float:
     """Geometric mean over series of the row's MASE / the naive MASE (floored as the
     protocol floors it)."""
@@ -129,9 +121,7 @@ def relative(ceilings: Sequence[SeriesCeiling], row: str, h: int) -> float:
         for c in ceilings
         if h in c.errors.get(row, {}) and c.naive.get(h, 0) > 0
     ]
-    if not ratios:
-        return float("nan")
-    return float(np.exp(np.mean(np.log(np.maximum(ratios, backtest.FLOOR)))))
+    return backtest.geometric_mean(ratios) if ratios else float("nan")
 
 
 def table(ceilings: Sequence[SeriesCeiling], title: str) -> str:

@@ -27,7 +27,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -104,6 +104,44 @@ def origins(length: int) -> range:
     return range(length - EVALUATION_DAYS * DAY, length - max(HORIZONS) + 1, ORIGIN_EVERY)
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One scored forecast origin of a trace: what a method reads, what then happened, and
+    the MASE scale of that context."""
+
+    start: int
+    origin: int
+    context: np.ndarray
+    actual: np.ndarray
+    scale: float
+
+
+def windows(trace: Series) -> Iterator[Window]:
+    """The trace's scored origins (`origins`), each with up to `CONTEXT_DAYS` of context and
+    the longest horizon's actual values; origins whose context has no seasonal variation (a
+    scale of 0 or none) are not scored."""
+    horizon = max(HORIZONS)
+    for origin in origins(len(trace)):
+        start = max(0, origin - CONTEXT_DAYS * DAY)
+        context = trace.values[start:origin]
+        scale = float(np.nanmean(np.abs(context[DAY:] - context[:-DAY])))
+        if np.isfinite(scale) and scale != 0:
+            yield Window(start, origin, context, trace.values[origin : origin + horizon], scale)
+
+
+def scaled_error(forecast: np.ndarray, window: Window, h: int) -> float:
+    """Mean absolute error of `forecast` over the observed steps of the first `h`, in the
+    window's scale units (NaN-free: call it only when one of those steps is observed)."""
+    seen = ~np.isnan(window.actual[:h])
+    return float(np.mean(np.abs(forecast[:h][seen] - window.actual[:h][seen]))) / window.scale
+
+
+def geometric_mean(ratios: Sequence[float] | np.ndarray) -> float:
+    """The headline aggregate of per-series relative MASE: floored at `FLOOR`, then the
+    geometric mean."""
+    return float(np.exp(np.mean(np.log(np.maximum(np.asarray(ratios), FLOOR)))))
+
+
 def evaluate(name: str, method: Method, traces: Sequence[Series]) -> Summary:
     return evaluate_each(name, lambda trace: method, traces)
 
@@ -120,8 +158,7 @@ def summarise(name: str, scores: Sequence[SeriesScore]) -> Summary:
     """Scores of some series as one method's summary (geometric mean of relative MASE)."""
     relative: dict[int, float] = {}
     for horizon in HORIZONS:
-        values = np.array([score.relative(horizon) for score in scores])
-        relative[horizon] = float(np.exp(np.mean(np.log(np.maximum(values, FLOOR)))))
+        relative[horizon] = geometric_mean([score.relative(horizon) for score in scores])
     return Summary(
         method=name,
         relative_mase=relative,
@@ -165,28 +202,20 @@ def _score(trace: Series, method: Method) -> SeriesScore:
     covered = dict.fromkeys(COVERAGE_HORIZONS, 0)
     counted = dict.fromkeys(COVERAGE_HORIZONS, 0)
     horizon = max(HORIZONS)
-    for origin in origins(len(trace)):
-        start = max(0, origin - CONTEXT_DAYS * DAY)
-        context = trace.values[start:origin]
-        actual = trace.values[origin : origin + horizon]
-        scale = float(np.nanmean(np.abs(context[DAY:] - context[:-DAY])))
-        if not np.isfinite(scale) or scale == 0:
-            continue
+    for window in windows(trace):
+        actual = window.actual
         began = time.process_time()
-        forecast = method(trace.timestamps[start:origin], context, horizon, QUANTILES)
+        forecast = method(
+            trace.timestamps[window.start : window.origin], window.context, horizon, QUANTILES
+        )
         cpu += time.process_time() - began
         count += 1
-        seasonal = seasonal_naive(context, horizon)
+        seasonal = seasonal_naive(window.context, horizon)
         seen = ~np.isnan(actual)
         for h in HORIZONS:
-            window = seen[:h]
-            if window.any():
-                errors[h].append(
-                    float(np.mean(np.abs(forecast[1, :h][window] - actual[:h][window]))) / scale
-                )
-                naive[h].append(
-                    float(np.mean(np.abs(seasonal[:h][window] - actual[:h][window]))) / scale
-                )
+            if seen[:h].any():
+                errors[h].append(scaled_error(forecast[1], window, h))
+                naive[h].append(scaled_error(seasonal, window, h))
         for row, q in enumerate(QUANTILES):
             difference = actual[seen] - forecast[row][seen]
             pinball += float(np.sum(np.maximum(q * difference, (q - 1) * difference)))
